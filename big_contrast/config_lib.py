@@ -1,0 +1,68 @@
+"""Command-line configs: `--config=configs/x.py:variant --config.key=value`, checks, start-up.
+
+Configs are Python files returning an `ml_collections.ConfigDict` from
+`get_config(arg)`. ConfigDicts are locked after loading, so a misspelled
+`--config.key` override is an error that names the key.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import ml_collections
+
+_REQUIRED = ("task", "seed", "mesh", "data", "model", "loss", "batch_size", "total_steps",
+             "optim", "log_every", "ckpt_every", "keep_ckpts", "max_nonfinite_steps")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fails early, naming the config key, on settings that cannot run."""
+  missing = [k for k in _REQUIRED if k not in config]
+  if missing:
+    raise ValueError(f"config is missing keys {missing}")
+  if config.task not in ("image_text", "multiview"):
+    raise ValueError(f"config.task={config.task!r}: expected 'image_text' or 'multiview'")
+  for key in ("batch_size", "total_steps", "log_every", "ckpt_every", "keep_ckpts"):
+    if int(config[key]) <= 0:
+      raise ValueError(f"config.{key}={config[key]} must be positive")
+  if config.data.name is None:
+    raise ValueError("config.data.name is not set: give a TFDS dataset name or the directory "
+                     "of a converted dataset, e.g. --config.data.name=/data/my_pairs/1.0.0")
+  if config.task == "image_text" and config.text.tokenizer is None:
+    raise ValueError("config.text.tokenizer is not set: 'bytes' or a SentencePiece .model path")
+  from big_contrast import objectives  # noqa: PLC0415 — avoids a cycle at import
+  objectives.check_task(config.loss, config.task)
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-process run when the environment describes one.
+
+  Cloud TPU VMs and SLURM are detected by `jax.distributed.initialize()` itself;
+  elsewhere set BIG_CONTRAST_COORDINATOR (host:port), BIG_CONTRAST_NUM_PROCESSES
+  and BIG_CONTRAST_PROCESS_ID.
+  """
+  coordinator = os.environ.get("BIG_CONTRAST_COORDINATOR")
+  if coordinator:
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=int(os.environ["BIG_CONTRAST_NUM_PROCESSES"]),
+        process_id=int(os.environ["BIG_CONTRAST_PROCESS_ID"]))
+  elif "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    jax.distributed.initialize()
+  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
+    jax.distributed.initialize()
+
+
+def run(main) -> None:
+  """absl entry point with `--config` (a config file) and `--workdir` flags."""
+  from absl import app, flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/clip.py:digits.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main, argv=sys.argv)

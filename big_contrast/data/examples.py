@@ -1,0 +1,137 @@
+"""One raw TFDS record -> one model example: decode, augment, tokenize.
+
+``ExampleTransform.train(record, rng)`` and ``.eval(record)`` return dicts of
+NumPy arrays (``image`` or ``views``, ``text``, ``text_id``, ``label`` /
+``labels``, ``index``, ``skipped``; eval adds ``mask``), or ``None`` when
+the image does not decode. ``EvalOrBlank`` turns such failures into masked
+blanks for eval. Both pickle, so they run unchanged in grain workers.
+
+This module knows nothing about grain's dataset graph, hosts or models.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from big_contrast.data import augment as augment_lib
+from big_contrast.data.tokenizer import Tokenizer
+
+# image_text: image + caption tokens (CLIP); multiview: V augmented views
+# (SimCLR); image: one image + labels (probes, supervised baselines).
+KINDS = ("image_text", "multiview", "image")
+
+
+class ExampleTransform:
+    """Turns a raw record into a model example; picklable for grain workers."""
+
+    def __init__(self, *, kind: str, features, image_size: int, num_views: int,
+                 augment: Mapping[str, Any] | None, tokenizer: Tokenizer | None,
+                 text_max_len: int, image_key: str = "image",
+                 caption_key: str = "caption", label_key: str = "label"):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+        self.kind = kind
+        self.size = int(image_size)
+        self.num_views = int(num_views)
+        self.image_key = image_key
+        self.caption_key = caption_key
+        self.label_key = label_key
+        self.augment = augment_lib.Augment(augment)
+        self.tokenizer = tokenizer
+        self.text_max_len = int(text_max_len)
+        keys = set(features.keys())
+        if self.image_key not in keys:
+            raise ValueError(f"Dataset has no image feature {self.image_key!r} "
+                             f"(data.image_key); features: {sorted(keys)}.")
+        self.has_label = self.label_key in keys
+        self.num_multi_hot = (features["labels"].shape[-1]
+                              if "labels" in keys and self.label_key != "labels" else 0)
+        if kind == "image_text":
+            if self.caption_key not in keys:
+                raise ValueError(f"kind='image_text' needs a caption feature "
+                                 f"{self.caption_key!r} (data.caption_key); "
+                                 f"features: {sorted(keys)}.")
+            if tokenizer is None:
+                raise ValueError("kind='image_text' needs a tokenizer "
+                                 "(big_contrast.data.tokenizer.make_tokenizer).")
+
+    def _decode(self, record) -> Image.Image | None:
+        try:
+            img = Image.open(io.BytesIO(record[self.image_key]))
+            img.load()
+            return img.convert("RGB") if img.mode != "RGB" else img
+        except Exception:  # noqa: BLE001 - PIL raises many types for bad data.
+            return None
+
+    def _fields(self, record, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"index": np.int32(record["position"]), "skipped": np.int32(0)}
+        if self.kind == "multiview":
+            out["views"] = pixels
+        else:
+            out["image"] = pixels
+        if self.kind == "image_text":
+            caption = record[self.caption_key]
+            caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+            out["text"] = self.tokenizer.encode_batch([caption], self.text_max_len)[0]
+            out["text_id"] = np.int32(zlib.crc32(caption.encode("utf-8")) & 0x7FFFFFFF)
+        if self.has_label:
+            out["label"] = np.int32(record[self.label_key])
+        if self.num_multi_hot:
+            out["labels"] = np.asarray(record["labels"], np.int32)
+        return out
+
+    def train(self, record, rng: np.random.Generator):
+        img = self._decode(record)
+        if img is None:
+            return None
+        if self.kind == "multiview":
+            pixels = self.augment.simclr_views(img, rng, self.size, self.num_views)
+        else:
+            pixels = self.augment.clip_train(img, rng, self.size)
+        return self._fields(record, pixels)
+
+    def eval(self, record):
+        img = self._decode(record)
+        if img is None:
+            return None
+        view = augment_lib.eval_view(img, self.size)
+        if self.kind == "multiview":
+            view = np.repeat(view[None], self.num_views, axis=0)
+        out = self._fields(record, view)
+        out["mask"] = np.bool_(True)
+        return out
+
+
+class EvalOrBlank:
+    """``ExampleTransform.eval``, with undecodable records replaced by masked blanks.
+
+    Blanks (not ``None``) keep every host's example count equal, so eval
+    padding stays exact. ``source`` is the ``PositionedSource`` being read,
+    used once to find a readable record to copy the blank's shapes from.
+    """
+
+    def __init__(self, example: ExampleTransform, source):
+        self._example = example
+        self._source = source
+        self._blank = None
+
+    def __call__(self, record):
+        out = self._example.eval(record)
+        if out is not None:
+            return out
+        if self._blank is None:
+            self._blank = next(
+                (o for o in map(self._example.eval, (self._source[i] for i in range(len(self._source))))
+                 if o is not None), None)
+            if self._blank is None:
+                raise ValueError("No record of this split decodes; is the dataset corrupt?")
+        blank = {k: np.zeros_like(v) for k, v in self._blank.items()}
+        blank["index"] = np.int32(record["position"])
+        blank["skipped"] = np.int32(1)
+        return blank

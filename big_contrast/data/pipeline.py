@@ -1,0 +1,262 @@
+"""grain input pipelines over TFDS ArrayRecord datasets: train streams and eval passes.
+
+Train (``train_iterator``), per host::
+
+    TFDS data source (images left encoded) -> MapDataset.source
+      -> shuffle(seed)          # a fresh permutation every epoch
+      -> repeat()               # infinite stream; position p = epoch * N + i
+      -> random_map(decode + augment + tokenize, seed)   # RNG from (seed, p)
+      -> [process_index::process_count]                  # disjoint per host
+      -> to_iter_dataset -> drop bad records (counted) -> batch(drop_remainder)
+      -> optional mp_prefetch(worker_count)
+
+Because the augmentation RNG depends only on the seed and the stream position,
+a given example in a given epoch gets the same pixels whatever the number of
+hosts or workers; the returned ``grain.DatasetIterator`` has
+``get_state``/``set_state`` so a checkpointed run resumes on the exact batch.
+
+Batches are dicts of host NumPy arrays (leading dim = host batch size ``b``):
+
+* ``image_text``: ``image`` f32 [b, S, S, 3] in [-1, 1], ``text`` i32 [b, L],
+  ``text_id`` i32 [b] (crc32 of the caption, 31 bits: equal captions are
+  positives), ``label`` i32 [b] and/or ``labels`` i32 [b, C] when present.
+* ``multiview``: ``views`` f32 [b, V, S, S, 3], ``label`` / ``labels``.
+* ``image``: ``image`` f32 [b, S, S, 3], ``label`` / ``labels``.
+* always: ``index`` i32 [b] (the record's position in its split) and
+  ``skipped`` i32 [b]: how many undecodable records were dropped just before
+  each example, so ``batch["skipped"].sum()`` is this batch's ``data/skipped``
+  (the trainer should pop it before sharding, or shard it like any [b] field).
+* eval batches add ``mask`` bool [b] (False on padding).
+
+This module knows nothing about models, meshes or losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from big_contrast.data.examples import KINDS, EvalOrBlank, ExampleTransform
+from big_contrast.data.sources import (
+    DropBad, PositionedSource, load_source, open_split)
+from big_contrast.data.sources import class_names as _class_names
+from big_contrast.data.tokenizer import Tokenizer
+
+__all__ = ["DATA_DEFAULTS", "KINDS", "EvalBatches", "eval_batches", "load_source",
+           "train_dataset", "train_iterator"]
+
+# data_cfg keys read here, with defaults (a dict or ml_collections ConfigDict).
+DATA_DEFAULTS: dict[str, Any] = {
+    "name": "bc_digits",       # a bundled dataset, a TFDS name, or a dataset dir
+    "data_dir": None,          # None -> digits.default_data_dir()
+    "train_split": "train",
+    "eval_split": "test",
+    "image_size": 32,
+    "num_views": 2,
+    "augment": {},             # see big_contrast.data.augment.DEFAULTS
+    "worker_count": 0,         # grain worker processes (0: in this process)
+    "worker_buffer_size": 2,   # batches buffered per worker
+    "read_threads": 8,         # threads decoding/augmenting per process
+    "read_buffer_size": 128,   # examples prefetched by those threads
+    "image_key": "image",
+    "caption_key": "caption",
+    "label_key": "label",      # int class label; "labels" (multi-hot) is also passed on
+}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    value = cfg.get(key, DATA_DEFAULTS[key]) if cfg is not None else DATA_DEFAULTS[key]
+    return DATA_DEFAULTS[key] if value is None and key != "data_dir" else value
+
+
+def _example_transform(data_cfg, features, kind, tokenizer, text_max_len) -> ExampleTransform:
+    return ExampleTransform(
+        kind=kind, features=features, image_size=_get(data_cfg, "image_size"),
+        num_views=_get(data_cfg, "num_views"), augment=_get(data_cfg, "augment"),
+        tokenizer=tokenizer, text_max_len=text_max_len,
+        image_key=_get(data_cfg, "image_key"), caption_key=_get(data_cfg, "caption_key"),
+        label_key=_get(data_cfg, "label_key"))
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # Only to ask which host we are on.
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+    return process_index, process_count
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Independent 32-bit seeds for the shuffle and the augmentation RNG."""
+    shuffle_seed, augment_seed = np.random.SeedSequence(int(seed)).generate_state(2)
+    return int(shuffle_seed), int(augment_seed)
+
+
+def _read_options(data_cfg) -> grain.ReadOptions:
+    return grain.ReadOptions(num_threads=int(_get(data_cfg, "read_threads")),
+                             prefetch_buffer_size=int(_get(data_cfg, "read_buffer_size")))
+
+
+def train_dataset(
+    data_cfg: Mapping[str, Any] | Any,
+    *,
+    kind: str,
+    global_batch_size: int,
+    seed: int,
+    tokenizer: Tokenizer | None = None,
+    text_max_len: int = 32,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """This host's endless stream of training batches, as a ``grain.IterDataset``.
+
+    ``train_iterator`` is ``iter()`` of this; the dataset form is handy for
+    grain tools (``LimitIterDataset``, ``assert_equal_output_after_checkpoint``).
+
+    Args:
+      data_cfg: dict or ConfigDict with the keys of ``DATA_DEFAULTS``.
+      kind: ``"image_text"`` (CLIP-style), ``"multiview"`` (SimCLR-style) or
+        ``"image"`` (one CLIP-style view + labels, e.g. supervised probes).
+      global_batch_size: examples per step over all hosts; each host yields
+        ``global_batch_size // process_count``.
+      seed: shuffling and augmentation seed.
+      tokenizer, text_max_len: captions -> ``text`` ids (``image_text`` only).
+      process_index, process_count: this host's slice; default from JAX.
+
+    Returns:
+      A ``grain.IterDataset`` of batch dicts as in the module docstring.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"batch_size (global_batch_size={global_batch_size}) must be divisible "
+            f"by the number of processes ({process_count})."
+        )
+    host_batch_size = global_batch_size // process_count
+    source, features = open_split(_get(data_cfg, "name"), _get(data_cfg, "train_split"),
+                                  _get(data_cfg, "data_dir"))
+    example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
+    shuffle_seed, augment_seed = _seeds(seed)
+    ds = (grain.MapDataset.source(PositionedSource(source))
+          .shuffle(seed=shuffle_seed)
+          .repeat()
+          .random_map(example.train, seed=augment_seed))
+    ds = ds[process_index::process_count]
+    it = DropBad(ds.to_iter_dataset(_read_options(data_cfg), allow_nones=True))
+    it = it.batch(host_batch_size, drop_remainder=True)
+    workers = int(_get(data_cfg, "worker_count"))
+    if workers > 0:
+        _mark_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=workers,
+            per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))))
+    return it
+
+
+def train_iterator(
+    data_cfg: Mapping[str, Any] | Any,
+    *,
+    kind: str,
+    global_batch_size: int,
+    seed: int,
+    tokenizer: Tokenizer | None = None,
+    text_max_len: int = 32,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator:
+    """An endless, checkpointable iterator of this host's training batches.
+
+    Same arguments as ``train_dataset``. Save ``it.get_state()`` with the
+    checkpoint (or hand ``it`` to Orbax's grain handler) and ``set_state`` on
+    a fresh iterator built with the same arguments to resume on the exact
+    next batch.
+    """
+    return iter(train_dataset(
+        data_cfg, kind=kind, global_batch_size=global_batch_size, seed=seed,
+        tokenizer=tokenizer, text_max_len=text_max_len,
+        process_index=process_index, process_count=process_count))
+
+
+def class_names(data_cfg: Mapping[str, Any] | Any) -> list[str]:
+    """Class names of ``data_cfg``'s dataset (its ``label_key`` ClassLabel feature)."""
+    return _class_names(_get(data_cfg, "name"), _get(data_cfg, "data_dir"),
+                        _get(data_cfg, "label_key"))
+
+
+def _mark_absl_flags_parsed() -> None:
+    # grain's worker processes read absl flags; outside absl.app.run they are
+    # unparsed, which grain treats as an error.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class EvalBatches:
+    """One pass over a split, split across hosts; ``len()`` = batches per host.
+
+    Every host yields the same number of batches (hosts run the same jitted
+    step), so hosts with fewer examples get extra all-padding batches.
+    """
+
+    def __init__(self, ds: grain.MapDataset, batch_size: int, num_batches: int):
+        self._ds = ds
+        self._batch_size = batch_size
+        self._num_batches = num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        template = None
+        emitted = 0
+        for batch in self._ds:
+            template = batch
+            emitted += 1
+            yield batch
+        for _ in range(self._num_batches - emitted):
+            if template is None:
+                template = self._ds[0] if len(self._ds) else None
+            if template is None:
+                raise ValueError("Cannot pad an eval split with no readable records.")
+            yield {k: np.zeros_like(v) for k, v in template.items()}
+
+
+def eval_batches(
+    data_cfg: Mapping[str, Any] | Any,
+    split: str | None = None,
+    *,
+    kind: str,
+    batch_size: int,
+    tokenizer: Tokenizer | None = None,
+    text_max_len: int = 32,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> EvalBatches:
+    """Host batches covering ``split`` (default ``data.eval_split``) exactly once.
+
+    Records ``[process_index::process_count]`` in split order, eval transform
+    (resize + centre crop, no randomness; multiview repeats the one view V
+    times). The last batch is padded to ``batch_size``; ``mask`` is False on
+    padding and on records that failed to decode (also counted in
+    ``skipped``); ``index`` is the record's position in the split.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    split = split or _get(data_cfg, "eval_split")
+    source, features = open_split(_get(data_cfg, "name"), split, _get(data_cfg, "data_dir"))
+    example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
+    positioned = PositionedSource(source, keep_unreadable=True)
+    ds = grain.MapDataset.source(positioned)[process_index::process_count]
+    ds = ds.map(EvalOrBlank(example, positioned))
+    per_host = -(-len(source) // process_count)
+    num_batches = -(-per_host // batch_size)
+    batched = ds.batch(batch_size, drop_remainder=False,
+                       batch_fn=lambda values: grain.experimental.batch_and_pad(
+                           values, batch_size=batch_size))
+    return EvalBatches(batched, batch_size, num_batches)

@@ -1,0 +1,181 @@
+"""Evaluators over a trained model: the end of every run, and `python -m big_contrast.evaluate`.
+
+Each evaluator reads the run's config, the model (`train.Trainee`) and its
+state, extracts frozen features over the mesh, and calls the pure functions of
+`big_contrast.evaluate`:
+
+  linear_probe  backbone features → multinomial logistic probe (L2 swept on a
+                held-out part of the probe split); with `config.eval.baselines`
+                also raw pixels and the same encoder at random initialisation
+  knn           weighted cosine kNN on backbone features
+  zero_shot     image-text models: class-name prompts through the text tower
+  retrieval     image-text models: image↔caption Recall@{1,5,10} on the eval split
+  diagnostics   effective rank of the eval split's embeddings
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from big_contrast import evaluate
+from big_contrast.data import pipeline
+from big_contrast.data import tokenizer as tokenizer_lib
+from big_contrast.evaluate import extract as extract_lib
+
+EVALUATORS = ("linear_probe", "knn", "zero_shot", "retrieval", "diagnostics")
+
+
+def _eval_batches(config, split: str, kind: str, tokenizer=None):
+  n_proc = jax.process_count()
+  if config.eval.batch_size % n_proc:
+    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} must be divisible by "
+                     f"the {n_proc} processes")
+  return pipeline.eval_batches(
+      config.data, split, kind=kind, batch_size=config.eval.batch_size // n_proc,
+      tokenizer=tokenizer, text_max_len=config.get("text", {}).get("max_len", 32),
+      process_index=jax.process_index(), process_count=n_proc)
+
+
+def _model_fn(trainee, state, method: str):
+  """A jitted `model.<method>(x)` closed over the state, for `extract`."""
+  @jax.jit
+  def fn(params, rest, x):
+    return getattr(trainee.model(params, rest), method)(x)
+  return lambda x: fn(state["params"], state["rest"], x)
+
+
+def image_features(config, trainee, state, split: str, *, projected: bool = False):
+  """{'features', 'label', 'index'} over `split`: backbone (or projected) image features."""
+  fn = _model_fn(trainee, state, "encode_image" if projected else "image_features")
+  return extract_lib.extract(lambda b: fn(b["image"]), _eval_batches(config, split, "image"),
+                             trainee.mesh, inputs=("image",))
+
+
+def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
+  """Flattened eval-transformed images: the raw-pixel baseline's features."""
+  rows, labels, index = [], [], []
+  for b in pipeline.eval_batches(config.data, split, kind="image",
+                                 batch_size=config.eval.batch_size):
+    m = b["mask"].astype(bool)
+    rows.append(b["image"][m].reshape(int(m.sum()), -1))
+    labels.append(b["label"][m])
+    index.append(b["index"][m])
+  order = np.argsort(np.concatenate(index))
+  return dict(features=np.concatenate(rows)[order], label=np.concatenate(labels)[order])
+
+
+def _probe(train: dict, test: dict, seed: int) -> dict[str, float]:
+  return evaluate.linear_probe(train["features"], train["label"], test["features"],
+                               test["label"], seed=seed)
+
+
+def _scalars(prefix: str, d: dict) -> dict[str, float]:
+  return {f"{prefix}/{k}": float(v) for k, v in d.items() if np.isscalar(v)}
+
+
+def linear_probe(config, trainee, state, **_) -> dict[str, float]:
+  train_split, test_split = config.eval.probe_split, config.data.eval_split
+  results = _scalars("probe", _probe(image_features(config, trainee, state, train_split),
+                                     image_features(config, trainee, state, test_split),
+                                     config.seed))
+  if config.eval.get("baselines", False):
+    raw = _probe(raw_pixels(config, train_split), raw_pixels(config, test_split), config.seed)
+    results["probe_raw_pixels/top1"] = float(raw["top1"])
+    random_state = trainee.init(config.seed + 1)
+    rnd = _probe(image_features(config, trainee, random_state, train_split),
+                 image_features(config, trainee, random_state, test_split), config.seed)
+    results["probe_random_init/top1"] = float(rnd["top1"])
+  return results
+
+
+def knn(config, trainee, state, **_) -> dict[str, float]:
+  train = image_features(config, trainee, state, config.eval.probe_split)
+  test = image_features(config, trainee, state, config.data.eval_split)
+  return _scalars("knn", evaluate.knn_accuracy(train["features"], train["label"],
+                                               test["features"], test["label"],
+                                               k=config.eval.get("knn_k", 20)))
+
+
+def _encode_texts_fn(config, trainee, state, tokenizer):
+  fn = _model_fn(trainee, state, "encode_text")
+  return lambda texts: np.asarray(fn(tokenizer.encode_batch(list(texts), config.text.max_len)))
+
+
+def zero_shot(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
+  if config.task != "image_text" or not config.eval.get("zero_shot_templates"):
+    return {}
+  classifier = evaluate.zero_shot_classifier(
+      _encode_texts_fn(config, trainee, state, tokenizer), pipeline.class_names(config.data),
+      list(config.eval.zero_shot_templates))
+  emb = image_features(config, trainee, state, config.data.eval_split, projected=True)
+  return _scalars("zero_shot", evaluate.zero_shot_accuracy(emb["features"], emb["label"],
+                                                           classifier))
+
+
+def retrieval(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
+  """Each eval example's image against its caption; all other captions are negatives."""
+  if config.task != "image_text":
+    return {}
+  fi = _model_fn(trainee, state, "encode_image")
+  ft = _model_fn(trainee, state, "encode_text")
+  batches = _eval_batches(config, config.data.eval_split, "image_text", tokenizer)
+  img = extract_lib.extract(lambda b: fi(b["image"]), batches, trainee.mesh, inputs=("image",))
+  txt = extract_lib.extract(lambda b: ft(b["text"]), batches, trainee.mesh, inputs=("text",),
+                            keep=("text_id",))
+  _, caption_group = np.unique(txt["text_id"], return_inverse=True)
+  if caption_group.max() + 1 == len(caption_group):
+    matches = np.arange(len(caption_group))            # text i describes image i
+  else:  # identical captions are positives of every image that carries one
+    matches = caption_group[:, None] == caption_group[None, :]          # [texts, images]
+  return _scalars("retrieval", evaluate.retrieval_recall(img["features"], txt["features"],
+                                                         text_to_image=matches))
+
+
+def diagnostics(config, trainee, state, **_) -> dict[str, float]:
+  emb = image_features(config, trainee, state, config.data.eval_split, projected=True)
+  return {"diagnostics/effective_rank": float(evaluate.effective_rank(emb["features"]))}
+
+
+def run_evaluators(names, config, trainee, state, *, tokenizer=None) -> dict[str, Any]:
+  unknown = [n for n in names if n not in EVALUATORS]
+  if unknown:
+    raise ValueError(f"unknown evaluator(s) {unknown}; expected some of {EVALUATORS}")
+  results: dict[str, Any] = {}
+  for name in names:
+    results.update(globals()[name](config, trainee, state, tokenizer=tokenizer))
+  return results
+
+
+def evaluate_run(config, trainee, state, *, tokenizer=None) -> dict[str, Any]:
+  """The end-of-run evaluation: `config.eval.at_end` evaluators as one flat dict."""
+  results: dict[str, Any] = {"step": int(jax.device_get(state["step"]))}
+  results.update(run_evaluators(list(config.eval.get("at_end", ("linear_probe", "zero_shot"))),
+                                config, trainee, state, tokenizer=tokenizer))
+  return results
+
+
+def load_run(config: ml_collections.ConfigDict, mesh, ckpt, *, step: int | None = None):
+  """(step, state, trainee, tokenizer) of a run's checkpoint, restored onto `mesh`."""
+  from big_contrast import train  # noqa: PLC0415 — train imports this module
+  tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer)
+         if config.task == "image_text" else None)
+  trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
+  restored = ckpt.restore(trainee.abstract_state, step=step)
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {os.fspath(ckpt.directory)}")
+  step, state = restored
+  return step, state, trainee, tok
+
+
+def format_table(results: dict[str, Any]) -> str:
+  """A two-column table of the scalar results."""
+  rows = [(k, v) for k, v in results.items() if isinstance(v, (int, float))]
+  width = max(len(k) for k, _ in rows)
+  lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+  for k, v in rows:
+    lines.append(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+  return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Projection heads and the two model wrappers the trainer knows about.
+
+`TwoTower`: image tower + text tower, each followed by a linear projection to a
+shared space; returns L2-normalised embeddings and the learnable temperature
+(and SigLIP bias).
+`MultiView`: one image tower + an MLP projection head applied to V views at once.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from big_contrast import losses
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Row-wise L2 normalisation, computed in float32."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+
+
+class ProjectionMLP(nnx.Module):
+  """SimCLR-style projection: (Linear → ReLU) × (layers−1) → Linear. layers=1 is linear."""
+
+  def __init__(self, in_dim: int, hidden: int, out_dim: int, *, layers: int = 2,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    self.linears = nnx.List([
+        nnx.Linear(a, b, use_bias=(i < layers - 1), dtype=dtype, rngs=rngs)
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, lin in enumerate(self.linears):
+      x = lin(x)
+      if i < len(self.linears) - 1:
+        x = jax.nn.relu(x)
+    return x
+
+
+class TwoTower(nnx.Module):
+  """(images [B,H,W,C], tokens [B,L]) → dict(zimg [B,D], ztxt [B,D], temperature[, bias])."""
+
+  def __init__(self, image: nnx.Module, text: nnx.Module, *, embed_dim: int,
+               temperature_init: float = 0.07, min_temperature: float | None = 0.01,
+               bias_init: float | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.image, self.text = image, text
+    self.image_proj = nnx.Linear(image.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.text_proj = nnx.Linear(text.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.log_temperature = nnx.Param(jnp.asarray(math.log(temperature_init), jnp.float32))
+    self.min_temperature = min_temperature
+    self.bias = None if bias_init is None else nnx.Param(jnp.asarray(bias_init, jnp.float32))
+
+  def image_features(self, images: jax.Array) -> jax.Array:
+    """Backbone features [B, width], before the projection: what probes read."""
+    return self.image(images).astype(jnp.float32)
+
+  def encode_image(self, images: jax.Array) -> jax.Array:
+    return l2_normalize(self.image_proj(self.image(images)))
+
+  def encode_text(self, tokens: jax.Array) -> jax.Array:
+    return l2_normalize(self.text_proj(self.text(tokens)))
+
+  def temperature(self) -> jax.Array:
+    return losses.temperature_from_log(self.log_temperature[...], self.min_temperature)
+
+  def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
+    out = dict(zimg=self.encode_image(images), ztxt=self.encode_text(tokens),
+               temperature=self.temperature())
+    if self.bias is not None:
+      out["bias"] = self.bias[...]
+    return out
+
+
+class MultiView(nnx.Module):
+  """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head."""
+
+  def __init__(self, image: nnx.Module, *, embed_dim: int, head_hidden: int,
+               head_layers: int = 2, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.image = image
+    self.head = ProjectionMLP(image.width, head_hidden, embed_dim, layers=head_layers,
+                              dtype=dtype, rngs=rngs)
+
+  def image_features(self, images: jax.Array) -> jax.Array:
+    return self.image(images).astype(jnp.float32)
+
+  def encode_image(self, images: jax.Array) -> jax.Array:
+    return l2_normalize(self.head(self.image(images)))
+
+  def __call__(self, views: jax.Array) -> dict[str, jax.Array]:
+    b, v = views.shape[:2]
+    z = self.encode_image(views.reshape((b * v,) + views.shape[2:]))
+    return dict(z=z.reshape(b, v, -1))

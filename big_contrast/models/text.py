@@ -1,0 +1,46 @@
+"""CLIP-style text Transformer tower (Radford et al., 2021).
+
+Token ids [B, L] with pad id 0 → features [B, width]. `causal=True` masks future
+tokens as CLIP does; `pool='eos'` takes the last non-pad token (the tokenizer
+appends EOS), `pool='mean'` averages the non-pad tokens.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from big_contrast.models import layers
+
+
+class TextTransformer(nnx.Module):
+
+  def __init__(self, *, vocab_size: int, max_len: int, width: int, depth: int, heads: int,
+               mlp_dim: int | None = None, causal: bool = True, pool: str = "eos",
+               pad_id: int = 0, dtype="float32", remat: bool = False, rngs: nnx.Rngs):
+    if pool not in ("eos", "mean"):
+      raise ValueError(f"text pool={pool!r}: expected 'eos' or 'mean'")
+    self.dtype = layers.dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+    self.width, self.causal, self.pool, self.pad_id = width, causal, pool, pad_id
+    self.tok = nnx.Embed(vocab_size, width, embedding_init=nnx.initializers.normal(0.02),
+                         dtype=self.dtype, rngs=rngs)
+    self.pos = nnx.Param(nnx.initializers.normal(0.01)(rngs.params(), (1, max_len, width)))
+    self.encoder = layers.Encoder(width, depth, heads, mlp_dim or 4 * width,
+                                  dtype=self.dtype, remat=remat, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    b, length = tokens.shape
+    valid = tokens != self.pad_id                                   # [B, L]
+    x = self.tok(tokens) + self.pos[:, :length].astype(self.dtype)
+    mask = nnx.make_attention_mask(valid, valid)                    # [B, 1, L, L]
+    if self.causal:
+      mask = nnx.combine_masks(mask, nnx.make_causal_mask(tokens))
+    # A row with no valid key (padding query) would softmax over nothing: let
+    # it attend to itself; its output is never pooled.
+    mask = jnp.logical_or(mask, jnp.eye(length, dtype=bool)[None, None])
+    x = self.encoder(x, mask=mask)
+    if self.pool == "mean":
+      w = valid.astype(x.dtype)[..., None]
+      return (x * w).sum(1) / jnp.maximum(w.sum(1), 1)
+    last = jnp.maximum(valid.sum(axis=1) - 1, 0)
+    return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]

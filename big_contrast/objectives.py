@@ -1,0 +1,68 @@
+"""From model outputs and a batch to the scalar loss, under `shard_map`.
+
+The one place that maps `config.loss.name` to a function of `big_contrast.losses`.
+Every loss receives each device's local rows and returns the global value, so the
+trainer wraps it in `jax.shard_map` over the batch axes and gets exact gradients.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from big_contrast import losses
+from big_contrast import sharding
+
+# loss name → (the task whose model outputs it reads, builder of the per-device loss)
+_IMAGE_TEXT = ("clip", "siglip")
+_MULTIVIEW = ("ntxent",)
+
+
+def _per_device_loss(loss_cfg, axis_name) -> Callable[..., jax.Array]:
+  name = loss_cfg.name
+  if name == "clip":
+    def fn(out, batch):
+      pair_ids = batch["text_id"] if loss_cfg.get("identical_texts_positive", False) else None
+      return losses.clip_loss(out["zimg"], out["ztxt"], temperature=out["temperature"],
+                              axis_name=axis_name, block_size=loss_cfg.get("block_size"),
+                              pair_ids=pair_ids)
+  elif name == "siglip":
+    def fn(out, batch):
+      return losses.siglip_loss(out["zimg"], out["ztxt"], temperature=out["temperature"],
+                                bias=out["bias"], axis_name=axis_name,
+                                block_size=loss_cfg.get("block_size"))
+  elif name == "ntxent":
+    def fn(out, batch):
+      return losses.ntxent_loss(out["z"], temperature=loss_cfg.temperature, axis_name=axis_name)
+  else:
+    raise ValueError(f"config.loss.name={name!r}: expected one of {_IMAGE_TEXT + _MULTIVIEW}")
+  return fn
+
+
+def check_task(loss_cfg, task: str) -> None:
+  wanted = "image_text" if loss_cfg.name in _IMAGE_TEXT else "multiview"
+  if loss_cfg.name in _IMAGE_TEXT + _MULTIVIEW and wanted != task:
+    raise ValueError(f"config.loss.name={loss_cfg.name!r} needs config.task={wanted!r}, "
+                     f"got {task!r}")
+
+
+def make_loss_fn(loss_cfg, mesh: Mesh) -> Callable[[Mapping, Mapping], jax.Array]:
+  """(model outputs, batch) of global arrays → global scalar loss.
+
+  Arrays with a leading batch dimension are split over the batch axes; scalars
+  (temperature, bias) are replicated.
+  """
+  axes = sharding.batch_axes(mesh)
+  per_device = _per_device_loss(loss_cfg, axes)
+
+  def spec(x):
+    return P() if x.ndim == 0 else P(axes)
+
+  def loss_fn(out, batch):
+    batch = {k: v for k, v in batch.items() if k in ("text_id", "label", "labels")}
+    args = (dict(out), batch)
+    specs = jax.tree.map(spec, args)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=P())(*args)
+
+  return loss_fn

@@ -1,0 +1,248 @@
+r"""Trains a contrastive model from a config, then evaluates it.
+
+  python -m big_contrast.train --config=configs/clip.py:digits --workdir=/tmp/clip \
+      [--config.total_steps=200 --config.mesh.fsdp=2 ...]
+
+Re-running the same command on the same workdir resumes from the newest
+checkpoint. The library entry point is `train_and_evaluate(config, workdir)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from big_contrast import checkpoint, config_lib, models, objectives, sharding, writers
+from big_contrast.data import pipeline
+from big_contrast.data import tokenizer as tokenizer_lib
+
+
+# ---------------------------------------------------------------- Optimizer ---
+
+def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warm-up and cosine decay; no weight decay on vectors/scalars."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=optim_cfg.warmup_steps,
+      decay_steps=max(total_steps, optim_cfg.warmup_steps + 1),
+      end_value=optim_cfg.lr * optim_cfg.get("end_lr_fraction", 0.0))
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+  chain = []
+  if optim_cfg.get("grad_clip_norm"):
+    chain.append(optax.clip_by_global_norm(optim_cfg.grad_clip_norm))
+  chain.append(optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
+                           weight_decay=optim_cfg.weight_decay, mask=decay_mask))
+  # A non-finite gradient skips the update; the trainer stops the run after
+  # config.max_nonfinite_steps such steps in a row (optax would apply it anyway).
+  return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=2 ** 30), schedule
+
+
+# -------------------------------------------------------------- Model & state ---
+
+class Trainee:
+  """The model's graph, the train state's abstract shape and shardings, and init.
+
+  Train state: dict(step, params, rest, opt_state) of plain pytrees; `rest` holds
+  non-trainable variables (fixed position tables, batch statistics).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, *, vocab_size: int | None):
+    self.config, self.mesh = config, mesh
+    self.model_kwargs = dict(task=config.task, vocab_size=vocab_size,
+                             text_max_len=config.get("text", {}).get("max_len"))
+    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    self.graphdef = nnx.graphdef(nnx.eval_shape(
+        lambda: models.build_model(config.model, rngs=nnx.Rngs(0), **self.model_kwargs)))
+    abstract = jax.eval_shape(self._init, jax.random.key(0))
+    specs = sharding.param_specs(abstract, mesh, config.get("sharding_rules", ((".*", "fsdp"),)))
+    self.shardings = sharding.to_shardings(specs, mesh)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings)
+
+  def _init(self, rng):
+    model = models.build_model(self.config.model, rngs=nnx.Rngs(rng), **self.model_kwargs)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    return dict(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                opt_state=self.tx.init(params))
+
+  def init(self, seed: int) -> dict:
+    """The initial state, born sharded (never materialised on one device)."""
+    return jax.jit(self._init, out_shardings=self.shardings)(jax.random.key(seed))
+
+  def model(self, params, rest) -> nnx.Module:
+    return nnx.merge(self.graphdef, params, rest)
+
+
+# ---------------------------------------------------------------- Update step ---
+
+def make_train_step(trainee: Trainee):
+  config, mesh = trainee.config, trainee.mesh
+  loss_fn = objectives.make_loss_fn(config.loss, mesh)
+  inputs = ("image", "text") if config.task == "image_text" else ("views",)
+
+  def train_step(state, batch):
+    def compute_loss(params):
+      model = trainee.model(params, state["rest"])
+      out = model(*(batch[k] for k in inputs))
+      return loss_fn(out, batch), out
+
+    (loss, out), grads = jax.value_and_grad(compute_loss, has_aux=True)(state["params"])
+    updates, opt_state = trainee.tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
+                   lr=trainee.schedule(state["step"]),
+                   nonfinite_in_a_row=opt_state.notfinite_count,
+                   nonfinite_total=opt_state.total_notfinite)
+    if "skipped" in batch:  # undecodable records the pipeline dropped for this batch
+      metrics["data/skipped"] = batch["skipped"].sum()
+    if "temperature" in out:
+      metrics["temperature"] = out["temperature"]
+    if "bias" in out:
+      metrics["bias"] = out["bias"]
+    new_state = dict(step=state["step"] + 1, params=params, rest=state["rest"],
+                     opt_state=opt_state)
+    return new_state, metrics
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(trainee.shardings, batch_sharding),
+                 out_shardings=(trainee.shardings, sharding.replicated(mesh)),
+                 donate_argnums=0)
+
+
+# ---------------------------------------------------------------------- Loop ---
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls: save at the current step, exit 0."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains per `config` in `workdir` (resuming if a checkpoint is there), then evaluates.
+
+  Returns the final evaluation results (also written to `workdir/results.json`).
+  """
+  config_lib.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  n_proc, proc = jax.process_count(), jax.process_index()
+  if config.batch_size % mesh.size:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                     f"{mesh.size} devices of the mesh {dict(mesh.shape)}")
+
+  # Data.
+  tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer)
+         if config.task == "image_text" else None)
+  train_iter = pipeline.train_iterator(
+      config.data, kind=config.task, global_batch_size=config.batch_size, seed=config.seed,
+      tokenizer=tok, text_max_len=config.get("text", {}).get("max_len", 32),
+      process_index=proc, process_count=n_proc)
+
+  # Model, optimizer and state, restored if a checkpoint exists.
+  trainee = Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 max_to_keep=config.keep_ckpts)
+  restored = ckpt.restore(trainee.abstract_state, train_iter)
+  if restored is None:
+    state = trainee.init(config.seed)
+    print(f"Initialised a new run in {workdir}", flush=True)
+  else:
+    step, state = restored
+    print(f"Resumed from the checkpoint at step {step} in {workdir}", flush=True)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+  print(f"{n_params / 1e6:.2f}M parameters on mesh {dict(mesh.shape)}", flush=True)
+
+  # Compile ahead of time, and say how much memory a step needs.
+  train_step = make_train_step(trainee)
+  first = sharding.host_batch_to_global(next(train_iter), mesh)
+  compiled = train_step.lower(state, first).compile()
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    print(f"train step: {mem.temp_size_in_bytes / 2**20:.1f} MiB temporaries, "
+          f"{mem.argument_size_in_bytes / 2**20:.1f} MiB arguments per device", flush=True)
+
+  writer = writers.MetricWriter(os.path.join(workdir, "tb"))
+  step = int(state["step"])
+  progress = writers.Progress(config.total_steps, config.batch_size, step)
+  preempt = _Preemption()
+  config_json = json.loads(config.to_json_best_effort())
+  pending: list[dict] = []
+  skipped_total = 0
+  batch = first
+  try:
+    while step < config.total_steps:
+      state, metrics = compiled(state, batch)
+      step += 1
+      pending.append(metrics)
+      if step % config.log_every == 0 or step == config.total_steps:
+        fetched = jax.device_get(pending)
+        scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        scalars["nonfinite_in_a_row"] = float(fetched[-1]["nonfinite_in_a_row"])
+        if "data/skipped" in scalars:
+          skipped_total += sum(int(m["data/skipped"]) for m in fetched)
+          scalars["data/skipped"] = skipped_total
+        pending.clear()
+        writer.write_scalars(step, scalars)
+        if proc == 0:
+          shown = {k: scalars[k] for k in ("loss", "temperature", "lr") if k in scalars}
+          print(progress.line(step, shown), flush=True)
+        if scalars["nonfinite_in_a_row"] >= config.max_nonfinite_steps:
+          raise FloatingPointError(
+              f"{int(scalars['nonfinite_in_a_row'])} non-finite steps in a row at step {step} "
+              f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); parameters were "
+              f"left at their last finite values and no checkpoint was written from them")
+      if step % config.ckpt_every == 0 or step == config.total_steps or preempt.requested:
+        ckpt.save(step, state, train_iter, config_json)
+      if preempt.requested:
+        ckpt.wait()
+        print(f"Preempted: saved step {step}; re-run the same command to resume", flush=True)
+        return {}
+      if step < config.total_steps:
+        batch = sharding.host_batch_to_global(next(train_iter), mesh)
+  finally:
+    preempt.restore()
+    writer.flush()
+    ckpt.close()
+
+  # Evaluation of the trained encoder.
+  from big_contrast.evaluate import standard  # noqa: PLC0415 — keeps training imports light
+  t0 = time.perf_counter()
+  results = standard.evaluate_run(config, trainee, state, tokenizer=tok)
+  results["eval_seconds"] = round(time.perf_counter() - t0, 1)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
+                              if isinstance(v, (int, float))})
+  writer.close()
+  if proc == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    print(standard.format_table(results), flush=True)
+  return results
+
+
+def main(argv):
+  del argv
+  from absl import flags  # noqa: PLC0415
+  config_lib.maybe_initialize_distributed()
+  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  config_lib.run(main)

@@ -1,0 +1,108 @@
+r"""CLIP: image-text contrastive pretraining with the softmax InfoNCE loss.
+
+Radford et al., 2021, "Learning Transferable Visual Models From Natural Language
+Supervision". Variants:
+
+  digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
+  vit_b16  the paper's ViT-B/16 recipe: B = 32,768, AdamW(β2 = 0.98, wd 0.2),
+           lr 5e-4 with warm-up + cosine, learnable temperature from 0.07.
+
+  python -m big_contrast.train --config=configs/clip.py:digits --workdir=/tmp/clip
+"""
+import ml_collections
+from ml_collections import config_dict
+
+DIGITS_TEMPLATES = (
+    "a handwritten digit {}",
+    "the number {} written by hand",
+    "a scanned handwritten {}",
+)
+
+
+def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "image_text"
+  c.seed = 0
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.sharding_rules = [(".*", "fsdp")]
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "bc_digits"                 # TFDS name, or a TFDS dataset directory
+  c.data.data_dir = config_dict.placeholder(str)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = 32
+  c.data.worker_count = 0
+  # CLIP trains on one mildly cropped view; digits are not mirror-symmetric.
+  c.data.augment = ml_collections.ConfigDict(
+      {"clip_crop_scale": (0.6, 1.0), "crop_ratio": (0.8, 1.25), "clip_flip_prob": 0.0})
+
+  c.text = ml_collections.ConfigDict({"tokenizer": "bytes", "max_len": 32})
+
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "float32"
+  c.model.remat = False
+  c.model.embed_dim = 64
+  c.model.temperature_init = 0.07
+  c.model.image = ml_collections.ConfigDict(dict(
+      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=4,
+      posemb="learn", pool="gap"))
+  c.model.text = ml_collections.ConfigDict(dict(
+      width=64, depth=2, heads=4, mlp_dim=128, causal=True, pool="eos"))
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "clip"
+  c.loss.block_size = config_dict.placeholder(int)   # set → blockwise ring InfoNCE
+  # The digits captions repeat, so identical captions in a batch are positives
+  # of each other (multi-positive InfoNCE) rather than false negatives.
+  c.loss.identical_texts_positive = True
+
+  c.batch_size = 256
+  c.total_steps = 1200
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=2e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.98, eps=1e-6,
+      grad_clip_norm=1.0, end_lr_fraction=0.01))
+  c.max_nonfinite_steps = 10
+
+  c.log_every = 50
+  c.ckpt_every = 400
+  c.keep_ckpts = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256
+  c.eval.at_end = ("linear_probe", "zero_shot", "retrieval")   # see big_contrast/evaluate/standard.py
+  c.eval.probe_split = "train"
+  c.eval.baselines = True            # raw-pixel and random-init probes beside the trained one
+  c.eval.zero_shot_templates = list(DIGITS_TEMPLATES)
+
+  if arg == "digits":
+    pass
+  elif arg == "vit_b16":
+    c.data.name = config_dict.placeholder(str)    # your converted image-text dataset dir
+    c.data.image_size = 224
+    c.data.worker_count = 16
+    c.data.augment = ml_collections.ConfigDict(
+        {"clip_crop_scale": (0.9, 1.0), "crop_ratio": (0.75, 1.333), "clip_flip_prob": 0.0})
+    c.text.max_len = 77
+    c.text.tokenizer = config_dict.placeholder(str)  # a SentencePiece .model
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
+    c.model.embed_dim = 512
+    c.model.image = ml_collections.ConfigDict(dict(
+        name="vit", image_size=224, variant="B/16", posemb="learn", pool="cls"))
+    c.model.text = ml_collections.ConfigDict(dict(
+        width=512, depth=12, heads=8, mlp_dim=2048, causal=True, pool="eos"))
+    c.loss.identical_texts_positive = False
+    c.loss.block_size = 1024
+    c.batch_size = 32_768
+    c.total_steps = 366_000      # ~32 epochs of 400M pairs, as in the paper
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=5e-4, warmup_steps=2_000, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
+        grad_clip_norm=1.0, end_lr_fraction=0.0))
+    c.log_every = 100
+    c.ckpt_every = 2_000
+    c.eval.baselines = False
+    c.eval.zero_shot_templates = ["a photo of a {}."]
+  else:
+    raise ValueError(f"configs/clip.py: unknown variant {arg!r}; expected 'digits' or 'vit_b16'")
+  return c

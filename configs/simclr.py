@@ -1,0 +1,95 @@
+r"""SimCLR: two augmented views, NT-Xent loss (Chen et al., 2020).
+
+Variants:
+  digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
+  vit_b16  ViT-B/16 at B = 4,096, temperature 0.1, AdamW (wd 0.1) with lr
+           1.5e-4·B/256, 40 warm-up epochs and cosine decay over 300 ImageNet
+           epochs: the ViT recipe of Chen, Xie & He, 2021 ("An Empirical Study of
+           Training Self-Supervised Vision Transformers"), with the NT-Xent loss.
+
+  python -m big_contrast.train --config=configs/simclr.py:digits --workdir=/tmp/simclr
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "multiview"
+  c.seed = 0
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.sharding_rules = [(".*", "fsdp")]
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "bc_digits"
+  c.data.data_dir = config_dict.placeholder(str)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = 32
+  c.data.num_views = 2
+  c.data.worker_count = 0
+  # Digits are not mirror-symmetric, so no flips; colour jitter is mild on grey ink.
+  c.data.augment = ml_collections.ConfigDict(dict(
+      crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.0, jitter_prob=0.8,
+      jitter_strength=0.5, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.0))
+
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "float32"
+  c.model.remat = False
+  c.model.embed_dim = 64
+  c.model.head_hidden = 128
+  c.model.head_layers = 2
+  c.model.image = ml_collections.ConfigDict(dict(
+      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=4,
+      posemb="learn", pool="gap"))
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "ntxent"
+  c.loss.temperature = 0.2
+
+  c.batch_size = 256
+  c.total_steps = 1000
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=2e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
+      grad_clip_norm=1.0, end_lr_fraction=0.01))
+  c.max_nonfinite_steps = 10
+
+  c.log_every = 50
+  c.ckpt_every = 500
+  c.keep_ckpts = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256
+  c.eval.at_end = ("linear_probe", "knn")   # see big_contrast/evaluate/standard.py
+  c.eval.probe_split = "train"
+  c.eval.baselines = True
+  c.eval.zero_shot_templates = []
+
+  if arg == "digits":
+    pass
+  elif arg == "vit_b16":
+    c.data.name = config_dict.placeholder(str)   # your converted image dataset dir
+    c.data.image_size = 224
+    c.data.worker_count = 16
+    c.data.augment = ml_collections.ConfigDict(dict(
+        crop_scale=(0.08, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.5, jitter_prob=0.8,
+        jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.0))
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
+    c.model.embed_dim = 256
+    c.model.head_hidden = 4096
+    c.model.head_layers = 3
+    c.model.image = ml_collections.ConfigDict(dict(
+        name="vit", image_size=224, variant="B/16", posemb="sincos2d", pool="cls"))
+    c.loss.temperature = 0.1
+    c.batch_size = 4096
+    c.total_steps = 93_750        # 300 epochs of ImageNet-1k
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=2.4e-3, warmup_steps=12_500, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip_norm=1.0, end_lr_fraction=0.0))
+    c.log_every = 100
+    c.ckpt_every = 2_500
+    c.eval.baselines = False
+  else:
+    raise ValueError(f"configs/simclr.py: unknown variant {arg!r}; expected 'digits' or 'vit_b16'")
+  return c

@@ -1,0 +1,81 @@
+"""Host augmentations: deterministic given the RNG, shapes and ranges as documented."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from big_contrast.data import augment
+
+
+def _photo(w=48, h=40):
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _rng(seed):
+    return np.random.Generator(np.random.Philox(seed))
+
+
+def test_simclr_views_are_deterministic_given_the_rng():
+    aug = augment.Augment({"solarize_prob": 0.5, "blur_prob": 0.5})
+    a = aug.simclr_views(_photo(), _rng(1), 24, num_views=2)
+    b = aug.simclr_views(_photo(), _rng(1), 24, num_views=2)
+    c = aug.simclr_views(_photo(), _rng(2), 24, num_views=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (2, 24, 24, 3) and a.dtype == np.float32
+    assert -1.0 <= a.min() and a.max() <= 1.0
+    assert not np.array_equal(a[0], a[1])
+
+
+def test_every_simclr_op_runs_when_forced():
+    aug = augment.Augment({"flip_prob": 1.0, "jitter_prob": 1.0, "jitter_strength": 1.0,
+                           "grayscale_prob": 1.0, "blur_prob": 1.0, "solarize_prob": 1.0})
+    view = aug.simclr_view(_photo(), _rng(0), 16)
+    # Grayscale then solarize: all channels equal, nothing above 0.5 (i.e. 0 after normalising).
+    np.testing.assert_allclose(view[..., 0], view[..., 1], atol=1e-5)
+    assert view.max() <= 1e-5
+
+
+def test_per_view_probabilities():
+    aug = augment.Augment({"solarize_prob": (0.0, 1.0), "jitter_prob": 0.0,
+                           "grayscale_prob": 0.0, "blur_prob": 0.0, "flip_prob": 0.0})
+    views = aug.simclr_views(_photo(), _rng(3), 16, num_views=2)
+    assert views[0].max() > 0.1 and views[1].max() <= 1e-5
+
+
+def test_crop_box_stays_inside_image_and_respects_scale():
+    rng = _rng(0)
+    for _ in range(200):
+        left, top, right, bottom = augment.random_crop_box(50, 30, rng, (0.3, 0.6), (0.75, 1.33))
+        assert 0 <= left < right <= 50 and 0 <= top < bottom <= 30
+        assert (right - left) * (bottom - top) <= 0.6 * 1500 * 1.1
+
+
+def test_eval_view_is_centre_crop_resize():
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, 10:30] = 255  # The centre square is white, the sides black.
+    view = augment.eval_view(Image.fromarray(img), 10)
+    assert view.shape == (10, 10, 3)
+    # PIL's filter reads one source pixel past the box at the borders.
+    np.testing.assert_allclose(view[:, 1:-1], 1.0)
+    assert view.min() > 0.5
+
+
+def test_clip_train_is_mild_and_deterministic():
+    aug = augment.Augment()
+    a = aug.clip_train(_photo(), _rng(5), 32)
+    np.testing.assert_array_equal(a, aug.clip_train(_photo(), _rng(5), 32))
+    assert a.shape == (32, 32, 3)
+
+
+def test_gaussian_blur_preserves_constant_images_and_smooths():
+    flat = np.full((9, 9, 3), 0.3, np.float32)
+    np.testing.assert_allclose(augment.gaussian_blur(flat, 1.5), 0.3, atol=1e-6)
+    noise = _rng(0).random((16, 16, 3)).astype(np.float32)
+    assert augment.gaussian_blur(noise, 1.0).std() < noise.std()
+
+
+def test_unknown_augment_key_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="flip_probability"):
+        augment.Augment({"flip_probability": 0.0})
