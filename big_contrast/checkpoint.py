@@ -90,11 +90,8 @@ class Checkpointer:
         raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}; "
                                 f"there are {sorted(steps)}")
       steps = [step]
-    restore_args = jax.tree.map(
-        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
-        abstract_state)
     for step in steps:  # noqa: B020 — the loop walks back from the newest
-      items = {"state": ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args)}
+      items = {"state": ocp.args.StandardRestore(abstract_state)}
       if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
       try:

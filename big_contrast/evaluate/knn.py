@@ -18,11 +18,11 @@ from big_contrast.evaluate.metrics import accuracy_from_ranks, label_ranks
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
 def _knn_label_ranks(test_x, test_y, train_x, train_y, temperature, *, k, num_classes):
-    sims, idx = jax.lax.top_k(test_x @ train_x.T, k)  # [b, k]
-    # Shifting by the row maximum leaves the vote ratios unchanged and exp() finite at small T.
-    weights = jnp.exp((sims - sims[:, :1]) / temperature)
-    votes = jax.vmap(lambda labels, w: jnp.zeros(num_classes).at[labels].add(w))(train_y[idx], weights)
-    return label_ranks(votes, test_y)
+  sims, idx = jax.lax.top_k(test_x @ train_x.T, k)  # [b, k]
+  # Shifting by the row maximum leaves the vote ratios unchanged and exp() finite at small T.
+  weights = jnp.exp((sims - sims[:, :1]) / temperature)
+  votes = jax.vmap(lambda labels, w: jnp.zeros(num_classes).at[labels].add(w))(train_y[idx], weights)
+  return label_ranks(votes, test_y)
 
 
 def knn_accuracy(
@@ -32,41 +32,41 @@ def knn_accuracy(
     num_classes: int | None = None,
     batch_size: int = 256,
 ) -> dict[str, float]:
-    """Accuracy of a cosine-similarity kNN classifier with exponential vote weights.
+  """Accuracy of a cosine-similarity kNN classifier with exponential vote weights.
 
-    Features are L2-normalised. Each test point takes its `k` most similar train points j and
-    scores class c by
+  Features are L2-normalised. Each test point takes its `k` most similar train points j and
+  scores class c by
 
-    .. math:: s_c = \\sum_{j \\in N_k} \\exp(\\cos(x, x_j) / T)\\, [y_j = c]
+  .. math:: s_c = \\sum_{j \\in N_k} \\exp(\\cos(x, x_j) / T)\\, [y_j = c]
 
-    predicting argmax_c s_c (ties to the lower class index). Test rows are processed
-    `batch_size` at a time, so memory is O(batch_size * n_train).
+  predicting argmax_c s_c (ties to the lower class index). Test rows are processed
+  `batch_size` at a time, so memory is O(batch_size * n_train).
 
-    Args:
-      train_x: [n, d] features; train_y: [n] int labels.
-      test_x: [m, d] features; test_y: [m] int labels.
-      k: neighbours (<= n).
-      temperature: T > 0.
-      num_classes: C; defaults to 1 + the largest label.
+  Args:
+    train_x: [n, d] features; train_y: [n] int labels.
+    test_x: [m, d] features; test_y: [m] int labels.
+    k: neighbours (<= n).
+    temperature: T > 0.
+    num_classes: C; defaults to 1 + the largest label.
 
-    Returns:
-      {"top1", "top5" (only when C >= 10), "mean_per_class"} in [0, 1].
-    """
-    train_x = _validate.as_features(train_x, "train_x")
-    test_x = _validate.as_features(test_x, "test_x")
-    _validate.check_same_dim(train_x, test_x, "train_x", "test_x")
-    train_y = _validate.as_labels(train_y, "train_y", train_x.shape[0], num_classes)
-    test_y = _validate.as_labels(test_y, "test_y", test_x.shape[0], num_classes)
-    num_classes = num_classes or _validate.infer_num_classes(train_y, test_y)
-    if not 1 <= k <= train_x.shape[0]:
-        raise ValueError(f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+  Returns:
+    {"top1", "top5" (only when C >= 10), "mean_per_class"} in [0, 1].
+  """
+  train_x = _validate.as_features(train_x, "train_x")
+  test_x = _validate.as_features(test_x, "test_x")
+  _validate.check_same_dim(train_x, test_x, "train_x", "test_x")
+  train_y = _validate.as_labels(train_y, "train_y", train_x.shape[0], num_classes)
+  test_y = _validate.as_labels(test_y, "test_y", test_x.shape[0], num_classes)
+  num_classes = num_classes or _validate.infer_num_classes(train_y, test_y)
+  if not 1 <= k <= train_x.shape[0]:
+    raise ValueError(f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}.")
 
-    train_x_dev = jnp.asarray(_validate.l2_normalize(train_x))
-    train_y_dev = jnp.asarray(train_y)
-    ranks = map_row_chunks(
-        lambda x, y: _knn_label_ranks(x, y, train_x_dev, train_y_dev, temperature, k=k,
-                                      num_classes=num_classes),
-        (_validate.l2_normalize(test_x), test_y), batch_size)
-    return accuracy_from_ranks(ranks, test_y, num_classes)
+  train_x_dev = jnp.asarray(_validate.l2_normalize(train_x))
+  train_y_dev = jnp.asarray(train_y)
+  ranks = map_row_chunks(
+      lambda x, y: _knn_label_ranks(x, y, train_x_dev, train_y_dev, temperature, k=k,
+                                    num_classes=num_classes),
+      (_validate.l2_normalize(test_x), test_y), batch_size)
+  return accuracy_from_ranks(ranks, test_y, num_classes)
