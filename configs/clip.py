@@ -12,10 +12,15 @@ Supervision". Variants:
 import ml_collections
 from ml_collections import config_dict
 
+# Zero-shot prompts: the phrasings of the bundled captions that name the digit
+# in words (see big_contrast/data/digits.py), averaged in embedding space.
 DIGITS_TEMPLATES = (
     "a handwritten digit {}",
-    "the number {} written by hand",
-    "a scanned handwritten {}",
+    "a scanned digit: {}",
+    "a photo of the digit {}",
+    "the digit {}, handwritten",
+    "a small picture of a {}",
+    "someone wrote the number {}",
 )
 
 
@@ -45,7 +50,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.model.embed_dim = 64
   c.model.temperature_init = 0.07
   c.model.image = ml_collections.ConfigDict(dict(
-      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=4,
+      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=8,
       posemb="learn", pool="gap"))
   c.model.text = ml_collections.ConfigDict(dict(
       width=64, depth=2, heads=4, mlp_dim=128, causal=True, pool="eos"))
@@ -58,14 +63,14 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.loss.identical_texts_positive = True
 
   c.batch_size = 256
-  c.total_steps = 1200
+  c.total_steps = 600
   c.optim = ml_collections.ConfigDict(dict(
       lr=2e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.98, eps=1e-6,
       grad_clip_norm=1.0, end_lr_fraction=0.01))
   c.max_nonfinite_steps = 10
 
   c.log_every = 50
-  c.ckpt_every = 400
+  c.ckpt_every = 200
   c.keep_ckpts = 3
 
   c.eval = ml_collections.ConfigDict()
@@ -73,6 +78,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.eval.at_end = ("linear_probe", "zero_shot", "retrieval")   # see big_contrast/evaluate/standard.py
   c.eval.probe_split = "train"
   c.eval.baselines = True            # raw-pixel and random-init probes beside the trained one
+  c.eval.raw_pixels_size = 8         # the digits' native 8×8 resolution
   c.eval.zero_shot_templates = list(DIGITS_TEMPLATES)
 
   if arg == "digits":
@@ -102,6 +108,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.log_every = 100
     c.ckpt_every = 2_000
     c.eval.baselines = False
+    c.eval.raw_pixels_size = None
     c.eval.zero_shot_templates = ["a photo of a {}."]
   else:
     raise ValueError(f"configs/clip.py: unknown variant {arg!r}; expected 'digits' or 'vit_b16'")

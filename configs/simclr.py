@@ -31,7 +31,8 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   # Digits are not mirror-symmetric, so no flips; colour jitter is mild on grey ink.
   c.data.augment = ml_collections.ConfigDict(dict(
       crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.0, jitter_prob=0.8,
-      jitter_strength=0.5, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.0))
+      jitter_strength=0.5, grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 0.5),
+      solarize_prob=0.0))
 
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "float32"
@@ -40,7 +41,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.model.head_hidden = 128
   c.model.head_layers = 2
   c.model.image = ml_collections.ConfigDict(dict(
-      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=4,
+      name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=8,
       posemb="learn", pool="gap"))
 
   c.loss = ml_collections.ConfigDict()
@@ -48,14 +49,14 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.loss.temperature = 0.2
 
   c.batch_size = 256
-  c.total_steps = 1000
+  c.total_steps = 600
   c.optim = ml_collections.ConfigDict(dict(
       lr=2e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
       grad_clip_norm=1.0, end_lr_fraction=0.01))
   c.max_nonfinite_steps = 10
 
   c.log_every = 50
-  c.ckpt_every = 500
+  c.ckpt_every = 200
   c.keep_ckpts = 3
 
   c.eval = ml_collections.ConfigDict()
@@ -63,6 +64,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.eval.at_end = ("linear_probe", "knn")   # see big_contrast/evaluate/standard.py
   c.eval.probe_split = "train"
   c.eval.baselines = True
+  c.eval.raw_pixels_size = 8         # the digits' native 8×8 resolution
   c.eval.zero_shot_templates = []
 
   if arg == "digits":
@@ -90,6 +92,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.log_every = 100
     c.ckpt_every = 2_500
     c.eval.baselines = False
+    c.eval.raw_pixels_size = None
   else:
     raise ValueError(f"configs/simclr.py: unknown variant {arg!r}; expected 'digits' or 'vit_b16'")
   return c

@@ -180,5 +180,6 @@ def test_effective_rank_of_a_known_spectrum():
     p = np.asarray(p)
     return math.exp(-np.sum(p * np.log(p)))
 
-  assert evaluate.effective_rank(x, spectrum="features") == pytest.approx(entropy_rank([0.75, 0.25]))
+  by_features = evaluate.effective_rank(x, spectrum="features")
+  assert by_features == pytest.approx(entropy_rank([0.75, 0.25]))
   assert evaluate.effective_rank(x) == pytest.approx(entropy_rank([0.9, 0.1]))

@@ -214,15 +214,15 @@ def test_image_text_losses_with_bf16_inputs_are_finite(block_size):
   zi16, zt16 = jnp.asarray(zi, jnp.bfloat16), jnp.asarray(zt, jnp.bfloat16)
   for t in (0.01, 0.07):
     clip = lambda a, b, t: losses.clip_loss(a, b, temperature=t, block_size=block_size)
-    v, g = jax.value_and_grad(clip, argnums=(0, 1, 2))(zi16, zt16, jnp.float32(t))
+    v, g = jax.jit(jax.value_and_grad(clip, argnums=(0, 1, 2)))(zi16, zt16, jnp.float32(t))
     assert_finite(v, g)
     assert g[0].dtype == jnp.bfloat16
     v32 = losses.clip_loss(jnp.asarray(zi), jnp.asarray(zt), temperature=t)
     np.testing.assert_allclose(v, v32, rtol=0.05, atol=0.05)
     siglip = lambda a, b, t, c: losses.siglip_loss(a, b, temperature=t, bias=c,
                                                    block_size=block_size)
-    v, g = jax.value_and_grad(siglip, argnums=(0, 1, 2, 3))(zi16, zt16, jnp.float32(t),
-                                                            jnp.float32(-10.0))
+    v, g = jax.jit(jax.value_and_grad(siglip, argnums=(0, 1, 2, 3)))(
+        zi16, zt16, jnp.float32(t), jnp.float32(-10.0))
     assert_finite(v, g)
 
 

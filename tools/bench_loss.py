@@ -1,4 +1,4 @@
-"""Memory and speed of the all-gather vs blockwise-ring CLIP loss.
+"""Memory and speed of the all-gather vs blockwise-ring CLIP (or SigLIP) loss.
 
 Prints one JSON line per measurement:
 
@@ -29,6 +29,8 @@ def _parse_args(argv=None):
   p.add_argument("--dim", type=int, default=768, help="embedding width d (default 768)")
   p.add_argument("--min-log2", type=int, default=14, help="smallest global batch 2^N")
   p.add_argument("--max-log2", type=int, default=20, help="largest global batch 2^N")
+  p.add_argument("--loss", choices=("clip", "siglip"), default="clip",
+                 help="objective to measure (default clip)")
   p.add_argument("--block-size", type=int, default=256, help="blockwise sub-block size k")
   p.add_argument("--paths", default="allgather,blockwise",
                  help="comma-separated subset of allgather,blockwise")
@@ -57,12 +59,16 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E4
 from big_contrast import losses  # noqa: E402
 
 
-def make_step(mesh, block_size):
-  """jit(value_and_grad) of the global CLIP loss over zimg, ztxt, temperature."""
-  loss = jax.shard_map(
-      lambda zi, zt, t: losses.clip_loss(zi, zt, temperature=t, axis_name="data",
-                                         block_size=block_size),
-      mesh=mesh, in_specs=(P("data"), P("data"), P()), out_specs=P())
+def make_step(mesh, block_size, loss_name="clip"):
+  """jit(value_and_grad) of the global loss over zimg, ztxt, temperature."""
+  def local_loss(zi, zt, t):
+    if loss_name == "siglip":
+      return losses.siglip_loss(zi, zt, temperature=t, bias=-10.0, axis_name="data",
+                                block_size=block_size)
+    return losses.clip_loss(zi, zt, temperature=t, axis_name="data", block_size=block_size)
+
+  loss = jax.shard_map(local_loss, mesh=mesh, in_specs=(P("data"), P("data"), P()),
+                       out_specs=P())
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
@@ -73,15 +79,16 @@ def _shapes(mesh, batch, dim):
           jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P())))
 
 
-def measure_memory(mesh, path, block_size, batch, dim):
-  step = make_step(mesh, block_size if path == "blockwise" else None)
+def measure_memory(mesh, loss_name, path, block_size, batch, dim):
+  step = make_step(mesh, block_size if path == "blockwise" else None, loss_name)
   start = time.perf_counter()
   try:
     compiled = step.lower(*_shapes(mesh, batch, dim)).compile()
   except Exception as e:  # noqa: BLE001  (report, don't hide, what failed)
-    return {"kind": "memory", "path": path, "global_batch": batch, "error": repr(e)[:300]}
+    return {"kind": "memory", "loss": loss_name, "path": path, "global_batch": batch,
+            "error": repr(e)[:300]}
   mem = compiled.memory_analysis()
-  return {"kind": "memory", "path": path, "global_batch": batch, "dim": dim,
+  return {"kind": "memory", "loss": loss_name, "path": path, "global_batch": batch, "dim": dim,
           "devices": mesh.size, "block_size": block_size if path == "blockwise" else None,
           "temp_bytes_per_device": int(mem.temp_size_in_bytes),
           "argument_bytes_per_device": int(mem.argument_size_in_bytes),
@@ -89,24 +96,29 @@ def measure_memory(mesh, path, block_size, batch, dim):
           "compile_s": round(time.perf_counter() - start, 2)}
 
 
-def measure_time(mesh, path, block_size, batch, dim, repeats):
-  step = make_step(mesh, block_size if path == "blockwise" else None)
+def measure_time(mesh, loss_name, paths, block_size, batch, dim, repeats):
+  """Median wall time per path; the paths alternate call by call so that a
+  noisy, shared machine slows them alike."""
   rng = np.random.default_rng(0)
   z = rng.normal(size=(2, batch, dim)).astype(np.float32)
   z /= np.linalg.norm(z, axis=-1, keepdims=True)
   rows = NamedSharding(mesh, P("data"))
   zi, zt = jax.device_put(z[0], rows), jax.device_put(z[1], rows)
   t = jax.device_put(jnp.float32(0.07), NamedSharding(mesh, P()))
-  jax.block_until_ready(step(zi, zt, t))  # compile + warm up
-  times = []
+  steps = {p: make_step(mesh, block_size if p == "blockwise" else None, loss_name)
+           for p in paths}
+  for step in steps.values():
+    jax.block_until_ready(step(zi, zt, t))  # compile + warm up
+  times = {p: [] for p in paths}
   for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(step(zi, zt, t))
-    times.append(time.perf_counter() - start)
-  return {"kind": "time", "path": path, "global_batch": batch, "dim": dim,
-          "devices": mesh.size, "block_size": block_size if path == "blockwise" else None,
-          "median_s": round(statistics.median(times), 4),
-          "all_s": [round(x, 4) for x in times]}
+    for path, step in steps.items():
+      start = time.perf_counter()
+      jax.block_until_ready(step(zi, zt, t))
+      times[path].append(time.perf_counter() - start)
+  return [{"kind": "time", "loss": loss_name, "path": path, "global_batch": batch, "dim": dim,
+           "devices": mesh.size, "block_size": block_size if path == "blockwise" else None,
+           "median_s": round(statistics.median(ts), 4), "all_s": [round(x, 4) for x in ts]}
+          for path, ts in times.items()]
 
 
 def main(args):
@@ -119,12 +131,12 @@ def main(args):
   if not args.skip_memory:
     for log2 in range(args.min_log2, args.max_log2 + 1):
       for path in paths:
-        print(json.dumps(measure_memory(mesh, path, args.block_size, 2 ** log2, args.dim)),
-              flush=True)
+        record = measure_memory(mesh, args.loss, path, args.block_size, 2 ** log2, args.dim)
+        print(json.dumps(record), flush=True)
   if args.time_batch:
-    for path in paths:
-      print(json.dumps(measure_time(mesh, path, args.block_size, args.time_batch, args.dim,
-                                    args.repeats)), flush=True)
+    for record in measure_time(mesh, args.loss, paths, args.block_size, args.time_batch,
+                               args.dim, args.repeats):
+      print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from big_contrast.evaluate import _validate
 def effective_rank(
     features, *, spectrum: Literal["covariance", "features"] = "covariance", center: bool = True
 ) -> float:
-  """Effective rank (Roy & Vetterli 2007): exp of the entropy of the normalised spectrum.
+  r"""Effective rank (Roy & Vetterli 2007): exp of the entropy of the normalised spectrum.
 
   .. math::
-      p_i = \\frac{\\sigma_i}{\\sum_j \\sigma_j}, \\qquad
-      \\mathrm{erank} = \\exp\\Big(-\\sum_i p_i \\log p_i\\Big)
+      p_i = \frac{\sigma_i}{\sum_j \sigma_j}, \qquad
+      \mathrm{erank} = \exp\Big(-\sum_i p_i \log p_i\Big)
 
   with σ the eigenvalues of the feature covariance X_c^T X_c / n (`spectrum="covariance"`,
   the default) or the singular values of the centred feature matrix X_c itself

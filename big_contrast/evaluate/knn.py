@@ -21,7 +21,8 @@ def _knn_label_ranks(test_x, test_y, train_x, train_y, temperature, *, k, num_cl
   sims, idx = jax.lax.top_k(test_x @ train_x.T, k)  # [b, k]
   # Shifting by the row maximum leaves the vote ratios unchanged and exp() finite at small T.
   weights = jnp.exp((sims - sims[:, :1]) / temperature)
-  votes = jax.vmap(lambda labels, w: jnp.zeros(num_classes).at[labels].add(w))(train_y[idx], weights)
+  add_votes = lambda labels, w: jnp.zeros(num_classes).at[labels].add(w)
+  votes = jax.vmap(add_votes)(train_y[idx], weights)  # [b, C]
   return label_ranks(votes, test_y)
 
 
@@ -32,12 +33,12 @@ def knn_accuracy(
     num_classes: int | None = None,
     batch_size: int = 256,
 ) -> dict[str, float]:
-  """Accuracy of a cosine-similarity kNN classifier with exponential vote weights.
+  r"""Accuracy of a cosine-similarity kNN classifier with exponential vote weights.
 
   Features are L2-normalised. Each test point takes its `k` most similar train points j and
   scores class c by
 
-  .. math:: s_c = \\sum_{j \\in N_k} \\exp(\\cos(x, x_j) / T)\\, [y_j = c]
+  .. math:: s_c = \sum_{j \in N_k} \exp(\cos(x, x_j) / T)\, [y_j = c]
 
   predicting argmax_c s_c (ties to the lower class index). Test rows are processed
   `batch_size` at a time, so memory is O(batch_size * n_train).
@@ -59,7 +60,8 @@ def knn_accuracy(
   test_y = _validate.as_labels(test_y, "test_y", test_x.shape[0], num_classes)
   num_classes = num_classes or _validate.infer_num_classes(train_y, test_y)
   if not 1 <= k <= train_x.shape[0]:
-    raise ValueError(f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")
+    raise ValueError(
+        f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}.")
 

@@ -13,9 +13,9 @@ import numpy as np
 
 
 def label_ranks(scores, labels):
-  """Rank of each true label among its row of scores (0 = predicted class).
+  r"""Rank of each true label among its row of scores (0 = predicted class).
 
-  .. math:: r_i = |\\{c : s_{ic} > s_{iy_i}\\}| + |\\{c < y_i : s_{ic} = s_{iy_i}\\}|
+  .. math:: r_i = |\{c : s_{ic} > s_{iy_i}\}| + |\{c < y_i : s_{ic} = s_{iy_i}\}|
 
   Args:
     scores: [n, C] class scores (logits, similarities, votes), numpy or jax.
@@ -31,7 +31,9 @@ def label_ranks(scores, labels):
   return ahead.sum(axis=1).astype(xp.int32)
 
 
-def accuracy_from_ranks(ranks: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+def accuracy_from_ranks(
+    ranks: np.ndarray, labels: np.ndarray, num_classes: int
+) -> dict[str, float]:
   """`top1`, `top5` (only when num_classes >= 10) and `mean_per_class` accuracy.
 
   `mean_per_class` is the mean over the classes present in `labels` of that class's top-1

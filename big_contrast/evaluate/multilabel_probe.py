@@ -34,12 +34,12 @@ def _binary_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 def average_precision(
     scores, targets, average: Literal["macro", "micro"] | None = "macro"
 ) -> float | np.ndarray:
-  """Average precision, as `sklearn.metrics.average_precision_score` defines it.
+  r"""Average precision, as `sklearn.metrics.average_precision_score` defines it.
 
   For one class, with thresholds at the distinct scores in decreasing order and P_k, R_k the
   precision and recall when predicting positive at or above threshold k:
 
-  .. math:: AP = \\sum_k (R_k - R_{k-1}) P_k, \\qquad R_0 = 0
+  .. math:: AP = \sum_k (R_k - R_{k-1}) P_k, \qquad R_0 = 0
 
   (no interpolation; tied scores form one threshold).
 
@@ -93,7 +93,8 @@ def f1_scores(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
   present = targets.any(0)
   per_class = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
   denom = 2 * tp.sum() + fp.sum() + fn.sum()
-  return {"f1_macro": float(per_class.mean()), "f1_micro": float(2 * tp.sum() / denom) if denom else 0.0}
+  f1_micro = float(2 * tp.sum() / denom) if denom else 0.0
+  return {"f1_macro": float(per_class.mean()), "f1_micro": f1_micro}
 
 
 def fit_multilabel_logistic(

@@ -56,12 +56,25 @@ def image_features(config, trainee, state, split: str, *, projected: bool = Fals
 
 
 def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
-  """Flattened eval-transformed images: the raw-pixel baseline's features."""
+  """Flattened eval images: the raw-pixel baseline's features.
+
+  Images are average-pooled to `config.eval.raw_pixels_size` on a side (when
+  set), e.g. 8 for the digits, whose native resolution is 8×8: the probe then
+  sees the original pixels instead of 48× redundant upsampled copies.
+  """
+  size = config.eval.get("raw_pixels_size")
   rows, labels, index = [], [], []
   for b in pipeline.eval_batches(config.data, split, kind="image",
                                  batch_size=config.eval.batch_size):
     m = b["mask"].astype(bool)
-    rows.append(b["image"][m].reshape(int(m.sum()), -1))
+    images = b["image"][m]
+    if size:
+      n, h, w, c = images.shape
+      if h % size or w % size:
+        raise ValueError(f"config.eval.raw_pixels_size={size} does not divide the "
+                         f"{h}x{w} eval images")
+      images = images.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
+    rows.append(images.reshape(len(images), -1))
     labels.append(b["label"][m])
     index.append(b["index"][m])
   order = np.argsort(np.concatenate(index))

@@ -22,11 +22,11 @@ def zero_shot_classifier(
     class_names: Sequence[str],
     templates: Sequence[str],
 ) -> np.ndarray:
-  """Class embeddings from an ensemble of prompt templates (as in CLIP).
+  r"""Class embeddings from an ensemble of prompt templates (as in CLIP).
 
   For class c with name n_c and templates t_1..t_T (each with one "{}" slot):
 
-  .. math:: e_c = \\mathrm{normalize}\\Big(\\frac{1}{T} \\sum_t \\mathrm{normalize}(f(t(n_c)))\\Big)
+  .. math:: e_c = \mathrm{normalize}\Big(\frac{1}{T} \sum_t \mathrm{normalize}(f(t(n_c)))\Big)
 
   where f is `encode_text`. `encode_text` is called once per class with its T prompts.
 

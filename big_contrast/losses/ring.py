@@ -4,8 +4,10 @@ The all-gather path holds [b, B] logits per device (b local, B global rows),
 quadratic in B overall. Here each device keeps its image rows and passes text
 blocks around the device ring with `ppermute`; against each visiting block it
 loops over sub-blocks of ``block_size = k`` columns, so at most [b, k] logits
-exist at a time. CLIP's two softmax directions are accumulated online as
-float32, max-shifted log-sum-exps: row statistics stay home, column statistics
+exist at a time; a ``k`` that does not divide ``b`` pads the last sub-block,
+whose columns are masked with ``jnp.where(..., -inf)``. CLIP's two softmax
+directions are accumulated online as max-shifted log-sum-exps in float32 (or
+float64 for float64 inputs): row statistics stay home, column statistics
 travel with their text block and are home again after a full turn.
 
 The backward pass (`jax.custom_vjp`) stores only per-row statistics ([b]
@@ -64,7 +66,6 @@ def _ring(n: int, visit, home, travelling, axis_name: AxisName, return_home):
     return home, _shift(travelling, axis_name, n)
 
   home, travelling = _varying((home, travelling), axis_name)
-
   home, travelling = jax.lax.fori_loop(0, n - 1, step, (home, travelling))
   home, travelling = visit(home, travelling)
   return home, _shift(return_home(travelling), axis_name, n)
