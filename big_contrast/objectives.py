@@ -14,13 +14,22 @@ from jax.sharding import Mesh, PartitionSpec as P
 from big_contrast import losses
 from big_contrast import sharding
 
-# loss name → (the task whose model outputs it reads, builder of the per-device loss)
 _IMAGE_TEXT = ("clip", "siglip")
-_MULTIVIEW = ("ntxent",)
+_MULTIVIEW = ("ntxent", "supcon", "dcl", "debiased", "polyview", "softcon")
+
+
+def _labels(batch, loss_cfg):
+  key = loss_cfg.get("label_key", "label")
+  if key not in batch:
+    raise KeyError(f"config.loss.name={loss_cfg.name!r} needs batch field {key!r} "
+                   f"(config.loss.label_key); the batch has {sorted(batch)}")
+  return batch[key]
 
 
 def _per_device_loss(loss_cfg, axis_name) -> Callable[..., jax.Array]:
+  """(model outputs, batch) of local rows → global loss, for `config.loss.name`."""
   name = loss_cfg.name
+  t = loss_cfg.get("temperature")
   if name == "clip":
     def fn(out, batch):
       pair_ids = batch["text_id"] if loss_cfg.get("identical_texts_positive", False) else None
@@ -34,7 +43,28 @@ def _per_device_loss(loss_cfg, axis_name) -> Callable[..., jax.Array]:
                                 block_size=loss_cfg.get("block_size"))
   elif name == "ntxent":
     def fn(out, batch):
-      return losses.ntxent_loss(out["z"], temperature=loss_cfg.temperature, axis_name=axis_name)
+      return losses.ntxent_loss(out["z"], temperature=t, axis_name=axis_name)
+  elif name == "supcon":
+    def fn(out, batch):
+      return losses.supcon_loss(out["z"], _labels(batch, loss_cfg), temperature=t,
+                                axis_name=axis_name)
+  elif name == "dcl":
+    def fn(out, batch):
+      return losses.dcl_loss(out["z"], temperature=t, axis_name=axis_name)
+  elif name == "debiased":
+    def fn(out, batch):
+      return losses.debiased_loss(out["z"], temperature=t, tau_plus=loss_cfg.tau_plus,
+                                  beta=loss_cfg.get("beta", 0.0), axis_name=axis_name)
+  elif name == "polyview":
+    def fn(out, batch):
+      return losses.polyview_loss(out["z"], temperature=t,
+                                  variant=loss_cfg.get("variant", "geometric"),
+                                  axis_name=axis_name)
+  elif name == "softcon":
+    def fn(out, batch):
+      return losses.soft_contrastive_loss(
+          out["z"][:, 0], out["z"][:, 1], _labels(batch, loss_cfg), temperature=t,
+          similarity=loss_cfg.get("similarity", "cosine"), axis_name=axis_name)
   else:
     raise ValueError(f"config.loss.name={name!r}: expected one of {_IMAGE_TEXT + _MULTIVIEW}")
   return fn
