@@ -21,7 +21,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from big_contrast import checkpoint, config_lib, models, objectives, sharding, writers
+from big_contrast import (checkpoint, config_lib, microbatch, models, objectives, sharding,
+                          writers)
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 
@@ -89,13 +90,13 @@ def make_train_step(trainee: Trainee):
   loss_fn = objectives.make_loss_fn(config.loss, mesh)
   inputs = ("image", "text") if config.task == "image_text" else ("views",)
 
-  def train_step(state, batch):
-    def compute_loss(params):
-      model = trainee.model(params, state["rest"])
-      out = model(*(batch[k] for k in inputs))
-      return loss_fn(out, batch), out
+  batch_sharding = sharding.batch_sharding(mesh)
 
-    (loss, out), grads = jax.value_and_grad(compute_loss, has_aux=True)(state["params"])
+  def train_step(state, batch):
+    apply_fn = lambda params, *xs: trainee.model(params, state["rest"])(*xs)  # noqa: E731
+    loss, out, grads = microbatch.loss_and_grads(
+        apply_fn, loss_fn, state["params"], batch, inputs=inputs,
+        microbatches=config.get("microbatches", 1), batch_sharding=batch_sharding)
     updates, opt_state = trainee.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
@@ -112,7 +113,6 @@ def make_train_step(trainee: Trainee):
                      opt_state=opt_state)
     return new_state, metrics
 
-  batch_sharding = sharding.batch_sharding(mesh)
   return jax.jit(train_step, in_shardings=(trainee.shardings, batch_sharding),
                  out_shardings=(trainee.shardings, sharding.replicated(mesh)),
                  donate_argnums=0)

@@ -53,6 +53,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       lr=2e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8,
       grad_clip_norm=1.0, end_lr_fraction=0.01))
+  c.microbatches = 1      # k > 1: exact gradient caching, activations for B/k at a time
   c.max_nonfinite_steps = 10
 
   c.log_every = 50
