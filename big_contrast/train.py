@@ -121,18 +121,64 @@ def make_train_step(trainee: Trainee):
 # ---------------------------------------------------------------------- Loop ---
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop polls: save at the current step, exit 0."""
+  """Turns SIGTERM into a flag the loop polls: save at the current step, exit 0.
+
+  In a multi-process run JAX's coordination service owns SIGTERM instead (see
+  `_preemption_requested`), so this handler is installed for one process only.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = None
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_nonfinite(fetched: list[dict], step: int, limit: int) -> None:
+  """Stops the run once `limit` updates in a row were skipped for non-finite gradients."""
+  first = step - len(fetched) + 1
+  for i, m in enumerate(fetched):
+    if int(m["nonfinite_in_a_row"]) >= limit:
+      raise FloatingPointError(
+          f"{int(m['nonfinite_in_a_row'])} non-finite steps in a row at step {first + i} "
+          f"(config.max_nonfinite_steps={limit}); those updates were skipped, the parameters "
+          f"are the last finite ones, and no checkpoint was written from non-finite values")
+
+
+def _preemption_requested(preempt: _Preemption, step: int) -> bool:
+  """Whether to save and stop now; every process must agree on the step."""
+  if jax.process_count() > 1:
+    # The coordination service turns SIGTERM (and TPU maintenance events) on any
+    # host into one agreed step for all hosts.
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    return multihost_utils.reached_preemption_sync_point(step)
+  return preempt.requested
+
+
+def _periodic_eval(ev, config, trainee, state, tokenizer) -> dict[str, float]:
+  """One `config.evals` entry: an evaluator on (optionally) other data, every `ev.every` steps."""
+  from big_contrast.evaluate import standard  # noqa: PLC0415
+  ev_config = config.copy_and_resolve_references()
+  with ev_config.unlocked():
+    for key, value in ev.get("data", {}).items():
+      ev_config.data[key] = value
+  results = standard.run_evaluators([ev.evaluator], ev_config, trainee, state,
+                                    tokenizer=tokenizer)
+  prefix = ev.get("name", ev.evaluator)
+  return {f"eval/{prefix}/{k}": v for k, v in results.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -179,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     print(f"train step: {mem.temp_size_in_bytes / 2**20:.1f} MiB temporaries, "
           f"{mem.argument_size_in_bytes / 2**20:.1f} MiB arguments per device", flush=True)
 
-  writer = writers.MetricWriter(os.path.join(workdir, "tb"))
+  writer = writers.MetricWriter(workdir)
   step = int(state["step"])
   progress = writers.Progress(config.total_steps, config.batch_size, step)
   preempt = _Preemption()
@@ -194,24 +240,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       pending.append(metrics)
       if step % config.log_every == 0 or step == config.total_steps:
         fetched = jax.device_get(pending)
+        pending.clear()
+        _check_nonfinite(fetched, step, config.max_nonfinite_steps)
         scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        scalars["nonfinite_in_a_row"] = float(fetched[-1]["nonfinite_in_a_row"])
         if "data/skipped" in scalars:
           skipped_total += sum(int(m["data/skipped"]) for m in fetched)
           scalars["data/skipped"] = skipped_total
-        pending.clear()
         writer.write_scalars(step, scalars)
         if proc == 0:
           shown = {k: scalars[k] for k in ("loss", "temperature", "lr") if k in scalars}
           print(progress.line(step, shown), flush=True)
-        if scalars["nonfinite_in_a_row"] >= config.max_nonfinite_steps:
-          raise FloatingPointError(
-              f"{int(scalars['nonfinite_in_a_row'])} non-finite steps in a row at step {step} "
-              f"(config.max_nonfinite_steps={config.max_nonfinite_steps}); parameters were "
-              f"left at their last finite values and no checkpoint was written from them")
-      if step % config.ckpt_every == 0 or step == config.total_steps or preempt.requested:
+      for ev in config.get("evals", ()):
+        if ev.every and step % ev.every == 0 and step < config.total_steps:
+          writer.write_scalars(step, _periodic_eval(ev, config, trainee, state, tok))
+      preempted = _preemption_requested(preempt, step)
+      if step % config.ckpt_every == 0 or step == config.total_steps or preempted:
+        if not bool(_all_finite(state["params"])):
+          raise FloatingPointError(f"parameters are not finite at step {step}; refusing to "
+                                   f"write a checkpoint from them (lower config.optim.lr?)")
         ckpt.save(step, state, train_iter, config_json)
-      if preempt.requested:
+      if preempted:
         ckpt.wait()
         print(f"Preempted: saved step {step}; re-run the same command to resume", flush=True)
         return {}

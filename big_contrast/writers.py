@@ -4,6 +4,8 @@ Only process 0 writes; every process may call.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Mapping
 
@@ -11,27 +13,34 @@ import jax
 
 
 class MetricWriter:
-  """Scalars to `workdir/tb` as TensorBoard events, written with tensorboardX."""
+  """Scalars to `workdir/tb` as TensorBoard events (tensorboardX) and to
+  `workdir/metrics.jsonl`, one `{"step": …, name: value, …}` line per write."""
 
-  def __init__(self, logdir: str):
-    self._writer = None
+  def __init__(self, workdir: str):
+    self._writer = self._jsonl = None
     if jax.process_index() == 0:
       import tensorboardX  # noqa: PLC0415 — only the writing process needs it
-      self._writer = tensorboardX.SummaryWriter(logdir, flush_secs=30)
+      self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._writer is None:
       return
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), global_step=step)
+    self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}})
+                      + "\n")
 
   def flush(self) -> None:
     if self._writer is not None:
       self._writer.flush()
+      self._jsonl.flush()
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+      self._jsonl.close()
+      self._writer = self._jsonl = None
 
 
 class Progress:
