@@ -171,6 +171,7 @@ def _preemption_requested(preempt: _Preemption, step: int) -> bool:
 def _periodic_eval(ev, config, trainee, state, tokenizer) -> dict[str, float]:
   """One `config.evals` entry: an evaluator on (optionally) other data, every `ev.every` steps."""
   from big_contrast.evaluate import standard  # noqa: PLC0415
+  ev = ml_collections.ConfigDict(dict(ev))
   ev_config = config.copy_and_resolve_references()
   with ev_config.unlocked():
     for key, value in ev.get("data", {}).items():
@@ -251,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           shown = {k: scalars[k] for k in ("loss", "temperature", "lr") if k in scalars}
           print(progress.line(step, shown), flush=True)
       for ev in config.get("evals", ()):
-        if ev.every and step % ev.every == 0 and step < config.total_steps:
+        if ev["every"] and step % ev["every"] == 0 and step < config.total_steps:
           writer.write_scalars(step, _periodic_eval(ev, config, trainee, state, tok))
       preempted = _preemption_requested(preempt, step)
       if step % config.ckpt_every == 0 or step == config.total_steps or preempted:

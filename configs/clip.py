@@ -74,6 +74,10 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.ckpt_every = 200
   c.keep_ckpts = 3
 
+  # Evaluators run during training, e.g. ({"evaluator": "knn", "every": 500},) or with
+  # other data: {"evaluator": "linear_probe", "every": 1000, "name": "probe_grid",
+  # "data": {"name": "bc_digits_grid"}} (see big_contrast/evaluate/standard.py).
+  c.evals = ()
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
   c.eval.at_end = ("linear_probe", "zero_shot", "retrieval")   # see big_contrast/evaluate/standard.py

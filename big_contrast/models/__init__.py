@@ -1,10 +1,14 @@
 """Model zoo: towers, heads, and `build_model` from a config."""
 from __future__ import annotations
 
+import jax
+import numpy as np
 from flax import nnx
 
-from big_contrast.models import heads, layers, text, vit
+from big_contrast.models import heads, layers, resnet, text, vit
 from big_contrast.models.heads import MultiView, TwoTower, l2_normalize
+
+IMAGE_TOWERS = ("vit", "resnet")
 
 
 def _image_tower(cfg, *, dtype, remat, rngs):
@@ -12,7 +16,9 @@ def _image_tower(cfg, *, dtype, remat, rngs):
   name = cfg.pop("name", "vit")
   if name == "vit":
     return vit.ViT(dtype=dtype, remat=remat, rngs=rngs, **cfg)
-  raise ValueError(f"config.model.image.name={name!r}: expected one of ['vit']")
+  if name == "resnet":
+    return resnet.ResNet(dtype=dtype, remat=remat, rngs=rngs, **cfg)
+  raise ValueError(f"config.model.image.name={name!r}: expected one of {list(IMAGE_TOWERS)}")
 
 
 def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
@@ -35,8 +41,35 @@ def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
   if task == "multiview":
     return heads.MultiView(image, embed_dim=model_cfg.embed_dim,
                            head_hidden=model_cfg.get("head_hidden", 2 * model_cfg.embed_dim),
-                           head_layers=model_cfg.get("head_layers", 2), dtype=ddtype, rngs=rngs)
+                           head_layers=model_cfg.get("head_layers", 2),
+                           head_batch_norm=model_cfg.get("head_batch_norm", False),
+                           dtype=ddtype, rngs=rngs)
   raise ValueError(f"config.task={task!r}: expected 'image_text' or 'multiview'")
 
 
-__all__ = ["build_model", "MultiView", "TwoTower", "l2_normalize"]
+def count_params(module: nnx.Module) -> int:
+  """Number of trainable parameters (`nnx.Param`); works on `nnx.eval_shape` outputs.
+
+  Batch statistics and fixed position tables are not parameters and not counted,
+  as in the published figures.
+  """
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def apply_and_update(graphdef, params, rest, *inputs):
+  """The training forward pass, and the non-trainable state it leaves behind.
+
+  (graphdef, params, rest, *inputs) → (outputs, new_rest), with `params` and
+  `rest` the pure dicts of the train state. `new_rest` holds the updated
+  BatchNorm running averages (and anything else non-trainable, unchanged); it is
+  a function of the activations, so a train step returns it as an auxiliary
+  output of `jax.value_and_grad(..., has_aux=True)` — never through a closure.
+  """
+  model = nnx.merge(graphdef, params, rest)
+  out = model(*inputs)
+  _, _, new_rest = nnx.split(model, nnx.Param, ...)
+  return out, nnx.to_pure_dict(new_rest)
+
+
+__all__ = ["apply_and_update", "build_model", "count_params", "MultiView", "TwoTower",
+           "l2_normalize"]

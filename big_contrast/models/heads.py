@@ -4,6 +4,11 @@
 shared space; returns L2-normalised embeddings and the learnable temperature
 (and SigLIP bias).
 `MultiView`: one image tower + an MLP projection head applied to V views at once.
+
+Calling a wrapper (`model(...)`) is the training forward pass (BatchNorm uses
+the batch's statistics); `image_features` / `encode_image` / `encode_text` are
+the evaluation passes (BatchNorm uses its running averages). Image towers take
+`train=` for this; towers without batch-dependent layers ignore it.
 """
 from __future__ import annotations
 
@@ -23,19 +28,31 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 class ProjectionMLP(nnx.Module):
-  """SimCLR-style projection: (Linear → ReLU) × (layers−1) → Linear. layers=1 is linear."""
+  """SimCLR projection: (Linear → [BN] → ReLU) × (layers−1) → Linear. layers=1 is linear.
+
+  batch_norm=True is SimCLR's head (Chen et al., 2020: BN after each hidden
+  Linear, which then needs no bias); its statistics are global over the batch
+  for the same reason as in `resnet.ResNet`.
+  """
 
   def __init__(self, in_dim: int, hidden: int, out_dim: int, *, layers: int = 2,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               batch_norm: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+    if layers < 1:
+      raise ValueError(f"config.model.head_layers={layers} must be at least 1")
     dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
     self.linears = nnx.List([
-        nnx.Linear(a, b, use_bias=(i < layers - 1), dtype=dtype, rngs=rngs)
+        nnx.Linear(a, b, use_bias=(i < layers - 1 and not batch_norm), dtype=dtype, rngs=rngs)
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
+    self.norms = nnx.List([
+        nnx.BatchNorm(hidden, momentum=0.9, dtype=dtype, rngs=rngs)
+        for _ in range(layers - 1)]) if batch_norm else None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     for i, lin in enumerate(self.linears):
       x = lin(x)
       if i < len(self.linears) - 1:
+        if self.norms is not None:
+          x = self.norms[i](x, use_running_average=not train)
         x = jax.nn.relu(x)
     return x
 
@@ -55,10 +72,10 @@ class TwoTower(nnx.Module):
 
   def image_features(self, images: jax.Array) -> jax.Array:
     """Backbone features [B, width], before the projection: what probes read."""
-    return self.image(images).astype(jnp.float32)
+    return self.image(images, train=False).astype(jnp.float32)
 
-  def encode_image(self, images: jax.Array) -> jax.Array:
-    return l2_normalize(self.image_proj(self.image(images)))
+  def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    return l2_normalize(self.image_proj(self.image(images, train=train)))
 
   def encode_text(self, tokens: jax.Array) -> jax.Array:
     return l2_normalize(self.text_proj(self.text(tokens)))
@@ -67,7 +84,7 @@ class TwoTower(nnx.Module):
     return losses.temperature_from_log(self.log_temperature[...], self.min_temperature)
 
   def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
-    out = dict(zimg=self.encode_image(images), ztxt=self.encode_text(tokens),
+    out = dict(zimg=self.encode_image(images, train=True), ztxt=self.encode_text(tokens),
                temperature=self.temperature())
     if self.bias is not None:
       out["bias"] = self.bias[...]
@@ -78,18 +95,21 @@ class MultiView(nnx.Module):
   """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head."""
 
   def __init__(self, image: nnx.Module, *, embed_dim: int, head_hidden: int,
-               head_layers: int = 2, dtype=jnp.float32, rngs: nnx.Rngs):
+               head_layers: int = 2, head_batch_norm: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.image = image
     self.head = ProjectionMLP(image.width, head_hidden, embed_dim, layers=head_layers,
-                              dtype=dtype, rngs=rngs)
+                              batch_norm=head_batch_norm, dtype=dtype, rngs=rngs)
 
   def image_features(self, images: jax.Array) -> jax.Array:
-    return self.image(images).astype(jnp.float32)
+    return self.image(images, train=False).astype(jnp.float32)
 
-  def encode_image(self, images: jax.Array) -> jax.Array:
-    return l2_normalize(self.head(self.image(images)))
+  def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    return l2_normalize(self.head(self.image(images, train=train), train=train))
 
   def __call__(self, views: jax.Array) -> dict[str, jax.Array]:
+    # All B·V views go through the encoder as one batch, so BatchNorm statistics
+    # are taken over every view of every example, as in SimCLR.
     b, v = views.shape[:2]
-    z = self.encode_image(views.reshape((b * v,) + views.shape[2:]))
+    z = self.encode_image(views.reshape((b * v,) + views.shape[2:]), train=True)
     return dict(z=z.reshape(b, v, -1))

@@ -93,7 +93,8 @@ class ViT(nnx.Module):
     if pool == "map":
       self.map_head = MAPHead(w, dims["heads"], dims["mlp_dim"], dtype=self.dtype, rngs=rngs)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    del train  # no batch-dependent layers or dropout
     x = self.embed(images.astype(self.dtype))
     b, h, w, c = x.shape
     x = x.reshape(b, h * w, c) + self.pos[...].astype(self.dtype)

@@ -1,0 +1,64 @@
+"""Evaluation wired to models and data: sharded feature extraction, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_contrast import sharding
+from big_contrast.data import pipeline
+from big_contrast.evaluate import extract
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("batch_size", [24, 40])   # neither divides the 297 test examples
+def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
+  data = dict(name="bc_digits", data_dir=str(tmp_path))
+  mesh = sharding.make_mesh({"data": -1})
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(32 * 32 * 3, 5)), jnp.float32)
+  encode = jax.jit(lambda x: x.reshape(x.shape[0], -1) @ w,
+                   out_shardings=sharding.batch_sharding(mesh))
+  batches = pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size)
+  got = extract.extract(lambda b: encode(b["image"]), batches, mesh, inputs=("image",))
+  np.testing.assert_array_equal(got["index"], np.arange(297))
+  # The same features computed on one device, batch by batch, without padding.
+  ref = {}
+  for b in pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size):
+    for i, m, x, y in zip(b["index"], b["mask"], b["image"], b["label"]):
+      if m:
+        ref[int(i)] = (np.asarray(x).reshape(-1) @ np.asarray(w), y)
+  np.testing.assert_allclose(got["features"], np.stack([ref[i][0] for i in range(297)]),
+                             rtol=1e-4, atol=1e-3)
+  np.testing.assert_array_equal(got["label"], [ref[i][1] for i in range(297)])
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_a_trained_run(tmp_path):
+  workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+  train = subprocess.run(
+      [sys.executable, "-m", "big_contrast.train", "--config=configs/clip.py:digits",
+       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.total_steps=3",
+       "--config.batch_size=32", "--config.model.image.width=32",
+       "--config.model.image.depth=1", "--config.model.text.width=32",
+       "--config.model.text.depth=1", "--config.eval.at_end=()",
+       "--config.evals=({'evaluator': 'knn', 'every': 2},)"],
+      cwd=REPO, capture_output=True, text=True)
+  assert train.returncode == 0, train.stderr[-3000:]
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("eval/knn/knn/top1" in r and r["step"] == 2 for r in rows)   # periodic evaluator
+
+  out = subprocess.run(
+      [sys.executable, "-m", "big_contrast.evaluate", f"--workdir={workdir}", "--eval=all",
+       f"--data_dir={data_dir}", "--dataset=bc_digits", "--split=test"],
+      cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads((workdir / "eval_3.json").read_text())
+  for key in ("probe/top1", "knn/top1", "zero_shot/top1", "retrieval/i2t_R@1",
+              "retrieval/t2i_R@10", "diagnostics/effective_rank"):
+    assert key in results and np.isfinite(results[key]), key
+  assert "probe/top1" in out.stdout

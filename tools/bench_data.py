@@ -1,0 +1,394 @@
+"""Host input-pipeline throughput on real JPEGs; prints one JSON line per measurement.
+
+  python tools/bench_data.py --seconds 5 --num_images 1000
+  python tools/bench_data.py --only decoders          # just the decoder comparison
+
+Builds (once, cached in --work_dir) a JPEG ArrayRecord dataset of random
+256-500 px crops of scikit-image's bundled photographs through
+``convert_image_folder``, then measures on the same files, side by side:
+
+* ``grain``: ``pipeline.train_iterator(kind="multiview")``, two 224x224 views,
+  for ``crop_flip`` (random resized crop + flip only) and ``simclr`` (the full
+  augmentation set), with 0, 1 and 2 worker processes;
+* ``bare_loop``: the same decode + augment calls (``ExampleTransform.train``)
+  in a plain Python loop, one thread;
+* ``decoder``: decode + two crop/flip views to uint8 with several decoders
+  (PIL, PIL ``draft`` = JPEG DCT downscale-on-decode, simplejpeg, OpenCV);
+* ``tf_data``: the tf.data equivalent (``decode_jpeg``,
+  ``sample_distorted_bounding_box``, ``resize``, ``random_flip_left_right``,
+  ``AUTOTUNE``), run in a child process of ``--tf_python`` (a separate venv
+  with tensorflow-cpu + array-record: TF is never in the core install).
+
+Rates are examples/s (one example = 2 views). The last line estimates host
+cores per TPU v5e chip at a ViT-B/16 step rate (assumptions in the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 224
+CROP_FLIP = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+
+
+def _emit(**fields) -> dict:
+    print(json.dumps(fields), flush=True)
+    return fields
+
+
+# ------------------------------------------------------------------ tf.data child
+
+def tf_child(ds_dir: str, mode: str, seconds: float, batch: int) -> None:
+    """Runs under --tf_python: tf.data pipeline over the ArrayRecord files."""
+    import glob
+
+    import numpy as np
+    import tensorflow as tf
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+    files = sorted(glob.glob(os.path.join(ds_dir, "*-train.array_record-*")))
+    source = ArrayRecordDataSource(files)
+    n = len(source)
+
+    def records():  # Global shuffle by random access, like grain.
+        rng = np.random.default_rng(0)
+        while True:
+            for i in rng.permutation(n):
+                yield source[int(i)]
+
+    def window(shape):
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            shape, bounding_boxes=tf.zeros([0, 0, 4]), min_object_covered=0.0,
+            area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10,
+            use_image_if_no_bounding_boxes=True)
+        return begin, size
+
+    def jitter(x):
+        x = tf.image.random_brightness(x, 0.4)
+        x = tf.image.random_contrast(x, 0.6, 1.4)
+        x = tf.image.random_saturation(x, 0.6, 1.4)
+        x = tf.image.random_hue(x, 0.1)
+        return tf.clip_by_value(x, 0.0, 1.0)
+
+    def blur(x):
+        sigma = tf.random.uniform([], 0.1, 2.0)
+        taps = tf.range(-6, 7, dtype=tf.float32)
+        k = tf.exp(-0.5 * (taps / sigma) ** 2)
+        k = k / tf.reduce_sum(k)
+        kh = tf.tile(tf.reshape(k, [13, 1, 1, 1]), [1, 1, 3, 1])
+        kw = tf.tile(tf.reshape(k, [1, 13, 1, 1]), [1, 1, 3, 1])
+        y = tf.nn.depthwise_conv2d(x[None], kh, [1, 1, 1, 1], "SAME")
+        return tf.nn.depthwise_conv2d(y, kw, [1, 1, 1, 1], "SAME")[0]
+
+    def finish(crop):
+        x = tf.image.resize(crop, [SIZE, SIZE], method="bilinear")
+        x = tf.image.random_flip_left_right(x) / 255.0
+        if mode == "simclr":
+            x = tf.cond(tf.random.uniform([]) < 0.8, lambda: jitter(x), lambda: x)
+            x = tf.cond(tf.random.uniform([]) < 0.2,
+                        lambda: tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 3]), lambda: x)
+            x = tf.cond(tf.random.uniform([]) < 0.5, lambda: blur(x), lambda: x)
+        return x * 2.0 - 1.0
+
+    def example(record):
+        image = tf.io.parse_single_example(
+            record, {"image": tf.io.FixedLenFeature([], tf.string)})["image"]
+        views = []
+        if mode == "crop_flip_fused":  # TF's fastest: decode only the crop window.
+            for _ in range(2):
+                begin, size = window(tf.io.extract_jpeg_shape(image))
+                crop = tf.io.decode_and_crop_jpeg(
+                    image, tf.stack([begin[0], begin[1], size[0], size[1]]), channels=3)
+                views.append(finish(crop))
+        else:  # One decode, two crops (what the grain pipeline does).
+            decoded = tf.io.decode_jpeg(image, channels=3)
+            for _ in range(2):
+                begin, size = window(tf.shape(decoded))
+                views.append(finish(tf.slice(decoded, begin, size)))
+        return tf.stack(views)
+
+    ds = tf.data.Dataset.from_generator(records, output_signature=tf.TensorSpec([], tf.string))
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=False)
+    ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    print(json.dumps(_time_batches(iter(ds), batch, seconds)), flush=True)
+
+
+# ----------------------------------------------------------------------- helpers
+
+def _time_batches(it, batch: int, seconds: float, warmup: float = 2.0) -> dict:
+    end = time.perf_counter() + warmup
+    while time.perf_counter() < end:
+        next(it)
+    t0, n = time.perf_counter(), 0
+    c0 = os.times()
+    while time.perf_counter() - t0 < seconds:
+        next(it)
+        n += batch
+    dt = time.perf_counter() - t0
+    c1 = os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system) + (
+        c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    return {"examples_per_s": round(n / dt, 1), "seconds": round(dt, 2),
+            "parent_cpu_s": round(cpu, 2)}
+
+
+def build_dataset(work_dir: str, num_images: int, seed: int = 0) -> str:
+    """Random 256-500 px JPEG crops of scikit-image's photos -> TFDS ArrayRecord."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from big_contrast.data import convert
+
+    out = os.path.join(work_dir, "photos_jpeg")
+    if os.path.exists(os.path.join(out, "dataset_info.json")):
+        return out
+    names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+             "immunohistochemistry", "retina", "cat"]
+    rng = np.random.default_rng(seed)
+    raw = os.path.join(work_dir, "raw")
+    for i in range(num_images):
+        name = names[i % len(names)]
+        photo = Image.fromarray(getattr(data, name)())
+        # Random rescale first so crops of one photo differ in scale, not only position.
+        scale = rng.uniform(max(256 / min(photo.size), 0.6), 1.0)
+        photo = photo.resize((round(photo.width * scale), round(photo.height * scale)),
+                             Image.BILINEAR)
+        w = int(rng.integers(256, min(500, photo.width) + 1))
+        h = int(rng.integers(256, min(500, photo.height) + 1))
+        left = int(rng.integers(0, photo.width - w + 1))
+        top = int(rng.integers(0, photo.height - h + 1))
+        folder = os.path.join(raw, name)
+        os.makedirs(folder, exist_ok=True)
+        photo.crop((left, top, left + w, top + h)).save(
+            os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+    t0 = time.perf_counter()
+    report = convert.convert_image_folder(raw, out, shard_size=256, progress=False)
+    _emit(kind="convert", images=report["splits"]["train"],
+          images_per_s=round(report["splits"]["train"] / (time.perf_counter() - t0), 1),
+          num_workers=0, verify="decode")
+    return out
+
+
+def bench_grain(ds: str, aug: str, workers: int, seconds: float, batch: int) -> dict:
+    from big_contrast.data import pipeline
+
+    cfg = dict(name=ds, image_size=SIZE, num_views=2, worker_count=workers,
+               augment=CROP_FLIP if aug == "crop_flip" else {})
+    it = pipeline.train_iterator(cfg, kind="multiview", global_batch_size=batch, seed=0,
+                                 process_index=0, process_count=1)
+    try:
+        result = _time_batches(it, batch, seconds)
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+    return _emit(kind="grain", aug=aug, workers=workers, **result)
+
+
+def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
+    import numpy as np
+
+    from big_contrast.data.examples import ExampleTransform
+    from big_contrast.data.sources import PositionedSource, open_split
+
+    source, features = open_split(ds, "train", None)
+    source = PositionedSource(source)
+    ex = ExampleTransform(kind="multiview", features=features, image_size=SIZE, num_views=2,
+                          augment=CROP_FLIP if aug == "crop_flip" else {}, tokenizer=None,
+                          text_max_len=0)
+    rng = np.random.default_rng(0)
+
+    def loop():
+        i = 0
+        while True:
+            yield ex.train(source[i % len(source)], rng)
+            i += 1
+
+    return _emit(kind="bare_loop", aug=aug, **_time_batches(loop(), 1, seconds))
+
+
+def _decoders():
+    """name -> fn(bytes, rng) -> uint8 [2, 224, 224, 3] (decode, 2 crops, flips)."""
+    import numpy as np
+    from PIL import Image
+
+    from big_contrast.data.augment import random_crop_box
+
+    sys.path.append("/work/bench_extra")  # simplejpeg / opencv, outside the core venv
+
+    def boxes(w, h, rng):
+        return [random_crop_box(w, h, rng, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2)]
+
+    def pil_views(img, bxs, rng, full_size=None):
+        sx, sy = (1.0, 1.0) if full_size is None else (
+            img.size[0] / full_size[0], img.size[1] / full_size[1])
+        out = []
+        for l, t, r, b in bxs:
+            box = (l * sx, t * sy, min(r * sx, img.size[0]), min(b * sy, img.size[1]))
+            x = np.asarray(img.resize((SIZE, SIZE), Image.BILINEAR, box=box))
+            out.append(x[:, ::-1] if rng.random() < 0.5 else x)
+        return np.stack(out)
+
+    def pil(data, rng):
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return pil_views(img.convert("RGB"), boxes(*img.size, rng), rng)
+
+    def pil_draft(data, rng):
+        # Draw the boxes on the full-size geometry, then let libjpeg decode at
+        # the largest 1/2^k scale that keeps both crops >= 224 px (no quality loss).
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        bxs = boxes(w, h, rng)
+        smallest = min(min(r - l, b - t) for l, t, r, b in bxs)
+        k = max(1, int(smallest // SIZE))
+        img.draft("RGB", (w // k, h // k))
+        img.load()
+        return pil_views(img, bxs, rng, full_size=(w, h))
+
+    def pil_draft_2x(data, rng):
+        # Allows up to 2x upsampling after the scaled decode (slight blur).
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        bxs = boxes(w, h, rng)
+        smallest = min(min(r - l, b - t) for l, t, r, b in bxs)
+        k = max(1, int(2 * smallest // SIZE))
+        img.draft("RGB", (w // k, h // k))
+        img.load()
+        return pil_views(img, bxs, rng, full_size=(w, h))
+
+    found = {"pil": pil, "pil_draft": pil_draft, "pil_draft_2x": pil_draft_2x}
+    try:
+        import simplejpeg
+
+        def sj(data, rng):
+            x = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
+            img = Image.fromarray(x)
+            return pil_views(img, boxes(*img.size, rng), rng)
+
+        found["simplejpeg_fast+pil_resize"] = sj
+    except ImportError:
+        pass
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+
+        def cv(data, rng):
+            x = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            h, w = x.shape[:2]
+            out = []
+            for l, t, r, b in boxes(w, h, rng):
+                v = cv2.resize(x[t:b, l:r], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+                out.append(v[:, ::-1] if rng.random() < 0.5 else v)
+            return np.stack(out)[..., ::-1]
+
+        found["opencv"] = cv
+    except ImportError:
+        pass
+    return found
+
+
+def bench_decoders(ds: str, seconds: float) -> list[dict]:
+    import numpy as np
+
+    from big_contrast.data.sources import load_source
+
+    source = load_source(ds, "train")
+    blobs = [source[i]["image"] for i in range(min(len(source), 300))]
+    results = []
+    for name, fn in _decoders().items():
+        rng = np.random.default_rng(0)
+
+        def loop():
+            i = 0
+            while True:
+                yield fn(blobs[i % len(blobs)], rng)
+                i += 1
+
+        results.append(_emit(kind="decoder", decoder=name, output="uint8 [2,224,224,3]",
+                             **_time_batches(loop(), 1, seconds, warmup=0.5)))
+    # Cost of the float32 [-1, 1] conversion the pipeline does per example.
+    x = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 1.0:
+        ((x.astype(np.float32) * (1 / 255.0) - 0.5) / 0.5).astype(np.float32)
+        n += 1
+    results.append(_emit(kind="float_convert", ms_per_example=round(
+        1000 * (time.perf_counter() - t0) / n, 3)))
+    return results
+
+
+def bench_tf(tf_python: str, ds: str, mode: str, seconds: float, batch: int) -> dict | None:
+    if not os.path.exists(tf_python):
+        return _emit(kind="tf_data", mode=mode, error=f"no TensorFlow python at {tf_python}")
+    cmd = [tf_python, os.path.abspath(__file__), "--tf_child", ds, "--tf_mode", mode,
+           "--seconds", str(seconds), "--batch", str(batch)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        return _emit(kind="tf_data", mode=mode, error=proc.stderr[-500:])
+    return _emit(kind="tf_data", mode=mode, **json.loads(lines[-1]))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default="/tmp/bench_data")
+    parser.add_argument("--num_images", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--tf_python", default="/work/tfbench_venv/bin/python")
+    parser.add_argument("--only", default="decoders,bare,grain,tf",
+                        help="comma list of: decoders, bare, grain, tf")
+    parser.add_argument("--tf_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--tf_mode", default="crop_flip", help=argparse.SUPPRESS)
+    # v5e estimate: ViT-B/16 at 224 ~17.6 GFLOPs forward/image, x3 for training.
+    parser.add_argument("--v5e_peak_tflops", type=float, default=197.0)
+    parser.add_argument("--mfu", type=float, default=0.5)
+    parser.add_argument("--vit_train_gflops_per_view", type=float, default=3 * 17.6)
+    args = parser.parse_args(argv)
+    if args.tf_child:
+        tf_child(args.tf_child, args.tf_mode, args.seconds, args.batch)
+        return
+    sys.path.insert(0, _ROOT)
+    only = set(args.only.split(","))
+    _emit(kind="machine", cpus=os.cpu_count(), load_avg=os.getloadavg())
+    ds = build_dataset(args.work_dir, args.num_images)
+    results = []
+    if "decoders" in only:
+        results += bench_decoders(ds, args.seconds)
+    for aug in ("crop_flip", "simclr"):
+        if "bare" in only:
+            results.append(bench_bare_loop(ds, aug, args.seconds))
+        if "grain" in only:
+            for workers in (0, 1, 2):
+                results.append(bench_grain(ds, aug, workers, args.seconds, args.batch))
+        if "tf" in only:
+            for mode in (["crop_flip", "crop_flip_fused"] if aug == "crop_flip" else ["simclr"]):
+                results.append(bench_tf(args.tf_python, ds, mode, args.seconds, args.batch))
+    grain1 = [r for r in results if r.get("kind") == "grain" and r["aug"] == "crop_flip"]
+    if grain1:
+        best = max(r["examples_per_s"] for r in grain1)
+        per_core = best / (os.cpu_count() or 1)
+        views_per_chip = args.v5e_peak_tflops * 1e3 * args.mfu / args.vit_train_gflops_per_view
+        _emit(kind="v5e_estimate", best_crop_flip_examples_per_s=best,
+              per_core_examples_per_s=round(per_core, 1),
+              chip_needs_examples_per_s=round(views_per_chip / 2, 1),
+              host_cores_per_chip=round(views_per_chip / 2 / per_core, 1),
+              assumptions=f"ViT-B/16 224px, {args.vit_train_gflops_per_view} GFLOPs/view "
+                          f"train, {args.mfu:.0%} MFU of {args.v5e_peak_tflops} TFLOPs, "
+                          "2 views/example; v5e hosts have 28 vCPU (14 cores) per chip")
+    _emit(kind="machine_end", load_avg=os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()
