@@ -188,6 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns the final evaluation results (also written to `workdir/results.json`).
   """
   config_lib.validate(config)
+  debug = config_lib.apply_debug(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   n_proc, proc = jax.process_count(), jax.process_index()
@@ -216,12 +217,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     print(f"Resumed from the checkpoint at step {step} in {workdir}", flush=True)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
   print(f"{n_params / 1e6:.2f}M parameters on mesh {dict(mesh.shape)}", flush=True)
+  config_lib.log_shapes(config, "params", state["params"])
 
   # Compile ahead of time, and say how much memory a step needs.
   train_step = make_train_step(trainee)
   first = sharding.host_batch_to_global(next(train_iter), mesh)
-  compiled = train_step.lower(state, first).compile()
-  mem = compiled.memory_analysis()
+  config_lib.log_shapes(config, "first batch", first)
+  if debug:  # op-by-op NaN checks need the jit path (and nojit cannot compile ahead)
+    compiled, mem = train_step, None
+  else:
+    compiled = train_step.lower(state, first).compile()
+    mem = compiled.memory_analysis()
   if mem is not None:
     print(f"train step: {mem.temp_size_in_bytes / 2**20:.1f} MiB temporaries, "
           f"{mem.argument_size_in_bytes / 2**20:.1f} MiB arguments per device", flush=True)

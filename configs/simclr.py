@@ -2,6 +2,11 @@ r"""SimCLR: two augmented views, NT-Xent loss (Chen et al., 2020).
 
 Variants:
   digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
+  tiny     smaller still: B = 128, 150 steps (under a minute on a 2-core CPU);
+  tiny_resnet  `tiny` with a narrow ResNet-18 (BatchNorm, CIFAR stem) and a BN head;
+  resnet50 the paper's ResNet-50 recipe: B = 4,096, LARS with lr 0.3·B/256 = 4.8,
+           weight decay 1e-6, 10 warm-up epochs then cosine over 100 ImageNet epochs,
+           temperature 0.1, 2-layer projection head (2048 → 128) with BatchNorm;
   vit_b16  ViT-B/16 at B = 4,096, temperature 0.1, AdamW (wd 0.1) with lr
            1.5e-4·B/256, 40 warm-up epochs and cosine decay over 300 ImageNet
            epochs: the ViT recipe of Chen, Xie & He, 2021 ("An Empirical Study of
@@ -11,6 +16,9 @@ Variants:
 """
 import ml_collections
 from ml_collections import config_dict
+
+
+VARIANTS = ("digits", "tiny", "tiny_resnet", "resnet50", "vit_b16")
 
 
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
@@ -40,6 +48,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.model.embed_dim = 64
   c.model.head_hidden = 128
   c.model.head_layers = 2
+  c.model.head_batch_norm = False
   c.model.image = ml_collections.ConfigDict(dict(
       name="vit", image_size=32, width=96, depth=4, heads=4, mlp_dim=192, patch=8,
       posemb="learn", pool="gap"))
@@ -74,6 +83,44 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
 
   if arg == "digits":
     pass
+  elif arg in ("tiny", "tiny_resnet"):
+    c.batch_size = 128
+    c.total_steps = 150
+    c.optim.warmup_steps = 20
+    c.model.image.update(width=64, depth=2, heads=4, mlp_dim=128)
+    c.log_every = 25
+    c.ckpt_every = 150
+    c.eval.baselines = False
+    if arg == "tiny_resnet":
+      c.model.image = ml_collections.ConfigDict(dict(
+          name="resnet", depth=18, base_width=8, norm="batch", stem="cifar"))
+      c.model.head_batch_norm = True
+  elif arg == "resnet50":
+    c.data.name = config_dict.placeholder(str)   # your converted image dataset dir
+    c.data.image_size = 224
+    c.data.worker_count = 16
+    c.data.augment = ml_collections.ConfigDict(dict(
+        crop_scale=(0.08, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.5, jitter_prob=0.8,
+        jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0),
+        solarize_prob=0.0))
+    c.model.dtype = "bfloat16"
+    c.model.embed_dim = 128
+    c.model.head_hidden = 2048
+    c.model.head_layers = 2
+    c.model.head_batch_norm = True
+    c.model.image = ml_collections.ConfigDict(dict(
+        name="resnet", depth=50, norm="batch", stem="imagenet"))
+    c.loss.temperature = 0.1
+    c.batch_size = 4096
+    c.total_steps = 31_280        # 100 epochs of ImageNet-1k (1,281,167 images)
+    # LARS is built by big_contrast.optim.make_optimizer (config.optim.name).
+    c.optim = ml_collections.ConfigDict(dict(
+        name="lars", lr=0.3 * c.batch_size / 256, warmup_steps=3_128, weight_decay=1e-6,
+        momentum=0.9, trust_coefficient=0.001, grad_clip_norm=0.0, end_lr_fraction=0.0))
+    c.log_every = 100
+    c.ckpt_every = 2_500
+    c.eval.baselines = False
+    c.eval.raw_pixels_size = None
   elif arg == "vit_b16":
     c.data.name = config_dict.placeholder(str)   # your converted image dataset dir
     c.data.image_size = 224
@@ -99,5 +146,6 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.eval.baselines = False
     c.eval.raw_pixels_size = None
   else:
-    raise ValueError(f"configs/simclr.py: unknown variant {arg!r}; expected 'digits' or 'vit_b16'")
+    raise ValueError(f"configs/simclr.py: unknown variant {arg!r}; expected one of "
+                     f"{list(VARIANTS)}")
   return c

@@ -1,6 +1,7 @@
 r"""Runs big_contrast on a Cloud TPU VM slice (one host or many) through `gcloud`.
 
-  python tools/tpu_vm.py create --name=bc --zone=us-central2-b --accelerator=v4-32 [--queued] [--spot]
+  python tools/tpu_vm.py create --name=bc --zone=us-central2-b --accelerator=v4-32 \
+      [--queued] [--spot]
   python tools/tpu_vm.py setup  --name=bc --zone=us-central2-b
   python tools/tpu_vm.py train  --name=bc --zone=us-central2-b -- \
       --config=configs/clip.py:vit_b16 --workdir=gs://BUCKET/runs/clip_b16
@@ -99,8 +100,16 @@ def wait_active_command(args) -> list[str]:
           "--format=value(state.state)"]
 
 
+def _as_path(path: str) -> str:
+  """A path pip cannot mistake for a package name."""
+  return path if path.startswith(("/", ".", "~", "$")) else f"./{path}"
+
+
 def setup_commands(args) -> list[list[str]]:
   """Packs this checkout, copies it to every worker, installs it there with JAX for TPU."""
+  if args.code_dir.strip().rstrip("/") in ("", "~", "$HOME", "."):
+    raise SystemExit(f"--code_dir={args.code_dir!r}: setup replaces this directory; name a "
+                     f"directory of its own, e.g. big_contrast")
   tarball = f"/tmp/{CODE_TARBALL}"
   pack = ["tar", "-czf", tarball, *(f"--exclude={e}" for e in TAR_EXCLUDES), "-C", str(REPO), "."]
   copy = ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball, f"{args.name}:{CODE_TARBALL}",
@@ -111,7 +120,7 @@ def setup_commands(args) -> list[list[str]]:
       f"mkdir -p {args.code_dir}",
       f"tar -xzf {CODE_TARBALL} -C {args.code_dir}",
       f"{args.python} -m pip install -q -U pip",
-      f"{args.python} -m pip install -q -e {args.code_dir} 'jax[tpu]'",
+      f"{args.python} -m pip install -q -e {_as_path(args.code_dir)} 'jax[tpu]'",
   ])
   return [pack, copy, _ssh(args, "all", install)]
 
@@ -142,7 +151,7 @@ def worker_script(args, trainer_args: list[str]) -> str:
       *(f"export {shlex.quote(kv)}" for kv in args.env),
       f'if [ -f {pidfile} ] && kill -0 "$(cat {pidfile})" 2>/dev/null; then '
       f'PID=$(cat {pidfile}); STARTED=0; echo "worker $WORKER: a run is alive (pid $PID); '
-      f'following it"; else {train} > {log} 2>&1 < /dev/null & PID=$!; STARTED=1; '
+      f'following it"; else : > {log}; {train} >> {log} 2>&1 < /dev/null & PID=$!; STARTED=1; '
       f'echo "$PID" > {pidfile}; fi',
   ]
   if not args.detach:

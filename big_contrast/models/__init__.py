@@ -56,7 +56,7 @@ def count_params(module: nnx.Module) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
 
-def apply_and_update(graphdef, params, rest, *inputs):
+def apply_and_update(graphdef, params, rest, *inputs, **kwargs):
   """The training forward pass, and the non-trainable state it leaves behind.
 
   (graphdef, params, rest, *inputs) → (outputs, new_rest), with `params` and
@@ -66,7 +66,7 @@ def apply_and_update(graphdef, params, rest, *inputs):
   output of `jax.value_and_grad(..., has_aux=True)` — never through a closure.
   """
   model = nnx.merge(graphdef, params, rest)
-  out = model(*inputs)
+  out = model(*inputs, **kwargs)
   _, _, new_rest = nnx.split(model, nnx.Param, ...)
   return out, nnx.to_pure_dict(new_rest)
 

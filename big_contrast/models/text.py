@@ -28,8 +28,9 @@ class TextTransformer(nnx.Module):
     self.encoder = layers.Encoder(width, depth, heads, mlp_dim or 4 * width,
                                   dtype=self.dtype, remat=remat, rngs=rngs)
 
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    b, length = tokens.shape
+  def token_features(self, tokens: jax.Array) -> jax.Array:
+    """Token ids [B, L] → per-token outputs [B, L, width], before pooling."""
+    length = tokens.shape[1]
     valid = tokens != self.pad_id                                   # [B, L]
     x = self.tok(tokens) + self.pos[:, :length].astype(self.dtype)
     mask = nnx.make_attention_mask(valid, valid)                    # [B, 1, L, L]
@@ -38,7 +39,12 @@ class TextTransformer(nnx.Module):
     # A row with no valid key (padding query) would softmax over nothing: let
     # it attend to itself; its output is never pooled.
     mask = jnp.logical_or(mask, jnp.eye(length, dtype=bool)[None, None])
-    x = self.encoder(x, mask=mask)
+    return self.encoder(x, mask=mask)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    """Token ids [B, L] → pooled features [B, width]."""
+    valid = tokens != self.pad_id                                   # [B, L]
+    x = self.token_features(tokens)
     if self.pool == "mean":
       w = valid.astype(x.dtype)[..., None]
       return (x * w).sum(1) / jnp.maximum(w.sum(1), 1)

@@ -1,0 +1,46 @@
+r"""Poly-view contrastive learning (Shidani et al., 2024): M > 2 views per example.
+
+`data.num_views` = M augmented views of each example, all encoded in one call;
+the loss (`loss.variant`: 'geometric' or 'arithmetic') treats the other M−1 views
+as positives. Built on configs/simclr.py. Variants:
+
+  tiny      the bundled digits with M = 4 views, B = 64 examples (256 images), 150 steps;
+  resnet50  the paper's compute-matched ImageNet setting: ResNet-50, M = 8 views of
+            B = 256 examples, 128 epochs, SimCLR augmentations and BN head, LARS
+            (lr 0.3·(B·M)/256, weight decay 1e-6), temperature 0.1.
+
+  python -m big_contrast.train --config=configs/polyview.py:tiny --workdir=/tmp/polyview
+"""
+import importlib.util
+import os
+
+VARIANTS = ("tiny", "resnet50")
+
+
+def _simclr(variant: str):
+  """configs/simclr.py's config: this method changes only the loss and the recipe."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
+  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def get_config(arg: str = "tiny"):
+  if arg not in VARIANTS:
+    raise ValueError(f"configs/polyview.py: unknown variant {arg!r}; expected one of "
+                     f"{list(VARIANTS)}")
+  c = _simclr(arg)
+  c.loss.name = "polyview"
+  c.loss.variant = "geometric"
+  if arg == "tiny":
+    c.data.num_views = 4
+    c.batch_size = 64
+  else:
+    c.data.num_views = 8
+    c.batch_size = 256
+    c.total_steps = 640_600       # 128 epochs of ImageNet-1k at B = 256 examples
+    c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256
+    c.optim.warmup_steps = 50_040  # 10 epochs
+    c.loss.temperature = 0.1
+  return c

@@ -1,0 +1,106 @@
+"""Every config: its tiny variant trains on 8 devices; its real-scale variants build abstractly."""
+import os
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+from jax.sharding import AbstractMesh, AxisType
+
+from big_contrast import config_lib, optim, sharding, train
+from big_contrast.data import pipeline
+from big_contrast.data import tokenizer as tokenizer_lib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import clip, dcl, debiased, polyview, siglip, simclr, softcon, supcon  # noqa: E402
+
+MODULES = {"clip": clip, "siglip": siglip, "simclr": simclr, "supcon": supcon, "dcl": dcl,
+           "debiased": debiased, "polyview": polyview, "softcon": softcon}
+TINY = [(name, "tiny") for name in MODULES] + [("simclr", "tiny_resnet")]
+REAL = [(name, v) for name, m in MODULES.items() for v in m.VARIANTS
+        if v not in ("tiny", "tiny_resnet", "digits")]
+VOCAB = {"clip": 49_408, "siglip": 32_000}     # the papers' tokenizers
+
+
+@pytest.fixture(autouse=True)
+def optimizer_by_name(monkeypatch):
+  """train.make_optimizer is AdamW only; configs name theirs (LARS): see notes/models.md."""
+  monkeypatch.setattr(train, "make_optimizer", optim.make_optimizer)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+def _shrink(config, data_dir):
+  """A few seconds per compile on CPU: batch 32, one block, narrow."""
+  config.data.data_dir = str(data_dir)
+  config.batch_size = 32 if config.data.get("num_views", 2) <= 2 else 16
+  if config.model.image.name == "vit":
+    config.model.image.update(width=32, depth=1, heads=2, mlp_dim=64)
+  else:
+    config.model.image.update(depth=18, base_width=4)
+  if "text" in config.model:
+    config.model.text.update(width=32, depth=1, heads=2, mlp_dim=64)
+  config.model.embed_dim = 16
+  config.model.head_hidden = 32
+  config.optim.update(warmup_steps=0, end_lr_fraction=1.0)
+  return config
+
+
+@pytest.mark.parametrize("name,variant", TINY, ids=[f"{n}:{v}" for n, v in TINY])
+def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, data_dir):
+  config = _shrink(MODULES[name].get_config(variant), data_dir)
+  config_lib.validate(config)
+  mesh = sharding.make_mesh(config.mesh)
+  assert mesh.size == 8
+  tok = tokenizer_lib.make_tokenizer("bytes") if config.task == "image_text" else None
+  it = pipeline.train_iterator(config.data, kind=config.task, global_batch_size=config.batch_size,
+                               seed=config.seed, tokenizer=tok, text_max_len=config.text.max_len
+                               if "text" in config else 32, process_index=0, process_count=1)
+  batch = {k: v for k, v in next(it).items() if k != "skipped"}
+  batch = sharding.host_batch_to_global(batch, mesh)
+  trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
+  state = trainee.init(config.seed)
+  step = train.make_train_step(trainee)
+  losses = []
+  for _ in range(5):   # the same batch: the loss must go down if gradients are right
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name,variant", REAL, ids=[f"{n}:{v}" for n, v in REAL])
+def test_real_variant_builds_abstractly_on_a_16x16_mesh(name, variant):
+  config = MODULES[name].get_config(variant)
+  config.mesh.fsdp = 16
+  mesh = AbstractMesh((16, 16), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+  trainee = train.Trainee(config, mesh, vocab_size=VOCAB.get(name))
+  assert config.batch_size % mesh.size == 0
+  params = trainee.abstract_state["params"]
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  assert n_params > 20e6
+  big = [x for x in jax.tree.leaves(params) if np.prod(x.shape) >= 2 ** 20]
+  assert big and all("fsdp" in str(x.sharding.spec) for x in big), \
+      [(x.shape, x.sharding.spec) for x in big if "fsdp" not in str(x.sharding.spec)]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_unknown_variant_names_the_choices(name):
+  with pytest.raises(ValueError, match="unknown variant 'nope'"):
+    MODULES[name].get_config("nope")
+
+
+def test_lars_decays_and_adapts_only_matrices():
+  cfg = simclr.get_config("resnet50").optim
+  cfg.update(warmup_steps=0)
+  tx, schedule = optim.make_optimizer(cfg, total_steps=10)
+  assert float(schedule(0)) == pytest.approx(4.8)
+  params = {"w": np.ones((4, 4), np.float32), "b": np.ones(4, np.float32)}
+  grads = {"w": np.zeros((4, 4), np.float32), "b": np.zeros(4, np.float32)}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  assert np.all(np.asarray(new["w"]) < 1) and np.all(np.asarray(new["b"]) == 1)
