@@ -182,6 +182,20 @@ def _periodic_eval(ev, config, trainee, state, tokenizer) -> dict[str, float]:
   return {f"eval/{prefix}/{k}": v for k, v in results.items()}
 
 
+def _periodic_results(metrics_path: str) -> list[dict]:
+  """The `config.evals` results logged so far (across restarts), from metrics.jsonl."""
+  if not os.path.exists(metrics_path):
+    return []
+  rows = []
+  with open(metrics_path) as f:
+    for line in f:
+      row = json.loads(line)
+      evals = {k: v for k, v in row.items() if k.startswith("eval/")}
+      if evals:
+        rows.append({"step": row["step"], **evals})
+  return rows
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming if a checkpoint is there), then evaluates.
 
@@ -282,10 +296,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   t0 = time.perf_counter()
   results = standard.evaluate_run(config, trainee, state, tokenizer=tok)
   results["eval_seconds"] = round(time.perf_counter() - t0, 1)
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
-                              if isinstance(v, (int, float))})
+  writer.write_scalars(step, {f"final/{k}": v for k, v in results.items()
+                              if k != "step" and isinstance(v, (int, float))})
   writer.close()
   if proc == 0:
+    periodic = _periodic_results(os.path.join(workdir, "metrics.jsonl"))
+    if periodic:
+      results["periodic"] = periodic
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
     print(standard.format_table(results), flush=True)

@@ -51,6 +51,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
   assert train.returncode == 0, train.stderr[-3000:]
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert any("eval/knn/knn/top1" in r and r["step"] == 2 for r in rows)   # periodic evaluator
+  periodic = json.loads((workdir / "results.json").read_text())["periodic"]
+  assert [r["step"] for r in periodic] == [2] and "eval/knn/knn/top1" in periodic[0]
 
   out = subprocess.run(
       [sys.executable, "-m", "big_contrast.evaluate", f"--workdir={workdir}", "--eval=all",
