@@ -52,7 +52,7 @@ def image_features(config, trainee, state, split: str, *, projected: bool = Fals
   """{'features', 'label', 'index'} over `split`: backbone (or projected) image features."""
   fn = _model_fn(trainee, state, "encode_image" if projected else "image_features")
   return extract_lib.extract(lambda b: fn(b["image"]), _eval_batches(config, split, "image"),
-                             trainee.mesh, inputs=("image",))
+                             trainee.mesh, inputs=("image",), keep=("label", "labels"))
 
 
 def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
@@ -63,7 +63,7 @@ def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
   sees the original pixels instead of 48× redundant upsampled copies.
   """
   size = config.eval.get("raw_pixels_size")
-  rows, labels, index = [], [], []
+  rows, index, meta = [], [], {}
   for b in pipeline.eval_batches(config.data, split, kind="image",
                                  batch_size=config.eval.batch_size):
     m = b["mask"].astype(bool)
@@ -75,15 +75,25 @@ def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
                          f"{h}x{w} eval images")
       images = images.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
     rows.append(images.reshape(len(images), -1))
-    labels.append(b["label"][m])
     index.append(b["index"][m])
+    for key in ("label", "labels"):
+      if key in b:
+        meta.setdefault(key, []).append(b[key][m])
   order = np.argsort(np.concatenate(index))
-  return dict(features=np.concatenate(rows)[order], label=np.concatenate(labels)[order])
+  return dict(features=np.concatenate(rows)[order],
+              **{k: np.concatenate(v)[order] for k, v in meta.items()})
 
 
 def _probe(train: dict, test: dict, seed: int) -> dict[str, float]:
-  return evaluate.linear_probe(train["features"], train["label"], test["features"],
-                               test["label"], seed=seed)
+  """Multinomial probe on `label`, or one-vs-rest on multi-hot `labels` when that is all."""
+  if "label" in train:
+    return evaluate.linear_probe(train["features"], train["label"], test["features"],
+                                 test["label"], seed=seed)
+  if "labels" in train:
+    return evaluate.multilabel_probe(train["features"], train["labels"], test["features"],
+                                     test["labels"], seed=seed)
+  raise ValueError("the probe needs a 'label' or multi-hot 'labels' field in the eval data "
+                   "(config.data.label_key)")
 
 
 def _scalars(prefix: str, d: dict) -> dict[str, float]:
@@ -97,11 +107,13 @@ def linear_probe(config, trainee, state, **_) -> dict[str, float]:
                                      config.seed))
   if config.eval.get("baselines", False):
     raw = _probe(raw_pixels(config, train_split), raw_pixels(config, test_split), config.seed)
-    results["probe_raw_pixels/top1"] = float(raw["top1"])
+    results.update({f"probe_raw_pixels/{k}": float(v) for k, v in raw.items()
+                    if k in ("top1", "macro_map")})
     random_state = trainee.init(config.seed + 1)
     rnd = _probe(image_features(config, trainee, random_state, train_split),
                  image_features(config, trainee, random_state, test_split), config.seed)
-    results["probe_random_init/top1"] = float(rnd["top1"])
+    results.update({f"probe_random_init/{k}": float(v) for k, v in rnd.items()
+                    if k in ("top1", "macro_map")})
   return results
 
 
