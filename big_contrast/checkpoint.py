@@ -14,7 +14,6 @@ import logging
 from typing import Any
 
 import grain
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath

@@ -22,6 +22,7 @@ devices, every chunk stays split over all devices in equal parts.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +39,16 @@ def _unchunk(x: jax.Array) -> jax.Array:
   return x.swapaxes(0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
-def loss_and_grads(apply_fn: Callable[..., Mapping[str, jax.Array]],
+def loss_and_grads(apply_fn: Callable[..., tuple[Mapping[str, jax.Array], Any]],
                    loss_fn: Callable[[Mapping, Mapping], jax.Array],
                    params, batch: Mapping[str, jax.Array], *, inputs: Sequence[str],
                    microbatches: int = 1, batch_sharding: NamedSharding | None = None):
-  """(loss, outputs, grads) of `loss_fn(apply_fn(params, *inputs), batch)` w.r.t. params.
+  """(loss, outputs, grads, aux) of `loss_fn(apply_fn(params, *inputs)[0], batch)`.
 
-  apply_fn: (params, *input arrays [B, ...]) → dict of outputs, each either
-    per-example ([B, ...], e.g. embeddings) or a scalar (temperature, bias).
+  apply_fn: (params, *input arrays [B, ...]) → (outputs, aux). Outputs is a dict,
+    each entry per-example ([B, ...], e.g. embeddings) or a scalar (temperature,
+    bias); aux is not differentiated (e.g. updated BatchNorm statistics; with
+    k > 1 the last chunk's).
   microbatches: k; 1 is the plain value-and-grad. B must be divisible by k.
   batch_sharding: the batch's sharding; chunks are constrained to it along
     their example axis so every device keeps its share of each chunk.
@@ -53,10 +56,10 @@ def loss_and_grads(apply_fn: Callable[..., Mapping[str, jax.Array]],
   xs = tuple(batch[name] for name in inputs)
   if microbatches == 1:
     def full(p):
-      out = apply_fn(p, *xs)
-      return loss_fn(out, batch), out
-    (loss, out), grads = jax.value_and_grad(full, has_aux=True)(params)
-    return loss, out, grads
+      out, aux = apply_fn(p, *xs)
+      return loss_fn(out, batch), (out, aux)
+    (loss, (out, aux)), grads = jax.value_and_grad(full, has_aux=True)(params)
+    return loss, out, grads, jax.lax.stop_gradient(aux)
 
   k = microbatches
   size = xs[0].shape[0]
@@ -68,8 +71,9 @@ def loss_and_grads(apply_fn: Callable[..., Mapping[str, jax.Array]],
     chunks = tuple(jax.lax.with_sharding_constraint(c, spec) for c in chunks)
 
   # 1. Embeddings of every chunk; nothing is differentiated, so nothing is kept.
-  _, per_chunk = jax.lax.scan(lambda _, x: (None, apply_fn(params, *x)), None, chunks)
+  _, (per_chunk, aux) = jax.lax.scan(lambda _, x: (None, apply_fn(params, *x)), None, chunks)
   out = {name: v[0] if v.ndim == 1 else _unchunk(v) for name, v in per_chunk.items()}
+  aux = jax.tree.map(lambda a: a[-1], aux)
 
   # 2. The exact loss on the whole batch, and its gradient w.r.t. the outputs.
   loss, d_out = jax.value_and_grad(loss_fn)(out, batch)
@@ -82,10 +86,10 @@ def loss_and_grads(apply_fn: Callable[..., Mapping[str, jax.Array]],
 
   def backward(acc, chunk_and_ct):
     x, ct = chunk_and_ct
-    _, vjp = jax.vjp(lambda p: apply_fn(p, *x), params)
+    _, vjp = jax.vjp(lambda p: apply_fn(p, *x)[0], params)
     (g,) = vjp(ct)
     return jax.tree.map(jnp.add, acc, g), None
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, _ = jax.lax.scan(backward, zeros, (chunks, cotangents))
-  return loss, out, grads
+  return loss, out, grads, aux

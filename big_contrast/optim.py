@@ -1,6 +1,6 @@
-"""Optimizers by name, from `config.optim`: a drop-in for `train.make_optimizer`.
+"""Optimizers by name, from `config.optim`.
 
-  name='adamw' (default)  AdamW, as `train.make_optimizer` builds it today.
+  name='adamw' (default)  AdamW; no weight decay on vectors and scalars.
   name='lars'             LARS (You et al., 2017) as SimCLR trains ResNets: SGD with
                           momentum 0.9 whose per-layer step is scaled by the trust
                           ratio ‖w‖/‖g + λw‖; biases and norm scales/offsets (every
@@ -25,7 +25,7 @@ def _matrices(params):
 
 def make_optimizer(optim_cfg, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, learning-rate schedule) for `config.optim`; same contract as train.py's."""
+  """(optimizer, learning-rate schedule) for `config.optim`."""
   name = optim_cfg.get("name", "adamw")
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=optim_cfg.warmup_steps,

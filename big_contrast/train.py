@@ -21,29 +21,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from big_contrast import (checkpoint, config_lib, microbatch, models, objectives, sharding,
-                          writers)
+from big_contrast import (checkpoint, config_lib, microbatch, models, objectives, optim,
+                          sharding, writers)
+from big_contrast.models import pretrained
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
-
-
-# ---------------------------------------------------------------- Optimizer ---
-
-def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warm-up and cosine decay; no weight decay on vectors/scalars."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=optim_cfg.warmup_steps,
-      decay_steps=max(total_steps, optim_cfg.warmup_steps + 1),
-      end_value=optim_cfg.lr * optim_cfg.get("end_lr_fraction", 0.0))
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-  chain = []
-  if optim_cfg.get("grad_clip_norm"):
-    chain.append(optax.clip_by_global_norm(optim_cfg.grad_clip_norm))
-  chain.append(optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                           weight_decay=optim_cfg.weight_decay, mask=decay_mask))
-  # A non-finite gradient skips the update; the trainer stops the run after
-  # config.max_nonfinite_steps such steps in a row (optax would apply it anyway).
-  return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=2 ** 30), schedule
 
 
 # -------------------------------------------------------------- Model & state ---
@@ -59,7 +41,7 @@ class Trainee:
     self.config, self.mesh = config, mesh
     self.model_kwargs = dict(task=config.task, vocab_size=vocab_size,
                              text_max_len=config.get("text", {}).get("max_len"))
-    self.tx, self.schedule = make_optimizer(config.optim, config.total_steps)
+    self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
     self.graphdef = nnx.graphdef(nnx.eval_shape(
         lambda: models.build_model(config.model, rngs=nnx.Rngs(0), **self.model_kwargs)))
     abstract = jax.eval_shape(self._init, jax.random.key(0))
@@ -93,8 +75,10 @@ def make_train_step(trainee: Trainee):
   batch_sharding = sharding.batch_sharding(mesh)
 
   def train_step(state, batch):
-    apply_fn = lambda params, *xs: trainee.model(params, state["rest"])(*xs)  # noqa: E731
-    loss, out, grads = microbatch.loss_and_grads(
+    def apply_fn(params, *xs):  # → (outputs, updated BatchNorm statistics)
+      return models.apply_and_update(trainee.graphdef, params, state["rest"], *xs)
+
+    loss, out, grads, rest = microbatch.loss_and_grads(
         apply_fn, loss_fn, state["params"], batch, inputs=inputs,
         microbatches=config.get("microbatches", 1), batch_sharding=batch_sharding)
     updates, opt_state = trainee.tx.update(grads, state["opt_state"], state["params"])
@@ -109,8 +93,10 @@ def make_train_step(trainee: Trainee):
       metrics["temperature"] = out["temperature"]
     if "bias" in out:
       metrics["bias"] = out["bias"]
-    new_state = dict(step=state["step"] + 1, params=params, rest=state["rest"],
-                     opt_state=opt_state)
+    # A skipped (non-finite) step keeps the old statistics along with the old params.
+    finite = opt_state.notfinite_count == 0
+    rest = jax.tree.map(lambda new, old: jnp.where(finite, new, old), rest, state["rest"])
+    new_state = dict(step=state["step"] + 1, params=params, rest=rest, opt_state=opt_state)
     return new_state, metrics
 
   return jax.jit(train_step, in_shardings=(trainee.shardings, batch_sharding),
@@ -196,6 +182,18 @@ def _periodic_results(metrics_path: str) -> list[dict]:
   return rows
 
 
+def _load_pretrained(init_cfg, trainee: Trainee, state: dict) -> dict:
+  """Continual pretraining: parameters from a .npz or a big_contrast run, by name."""
+  path = init_cfg.path
+  source = (pretrained.read_npz(path) if path.endswith(".npz")
+            else pretrained.read_checkpoint(path))
+  state, report = pretrained.load_into_state(
+      state, trainee.shardings, source, rename=tuple(init_cfg.get("rename", ())),
+      adapt=init_cfg.get("adapt"))
+  print(f"Initialised from {path}:\n{report.summary()}", flush=True)
+  return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming if a checkpoint is there), then evaluates.
 
@@ -226,6 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is None:
     state = trainee.init(config.seed)
     print(f"Initialised a new run in {workdir}", flush=True)
+    if config.get("init_from") and config.init_from.get("path"):
+      state = _load_pretrained(config.init_from, trainee, state)
   else:
     step, state = restored
     print(f"Resumed from the checkpoint at step {step} in {workdir}", flush=True)

@@ -75,6 +75,11 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
       grad_clip_norm=1.0, end_lr_fraction=0.01))
   c.microbatches = 1      # k > 1: exact gradient caching, activations for B/k at a time
   c.max_nonfinite_steps = 10
+  # Continual pretraining: parameters by name from a .npz or a big_contrast run dir;
+  # adapt='repeat'|'zero' adapts a first layer with other input channels.
+  c.init_from = ml_collections.ConfigDict(dict(
+      path=config_dict.placeholder(str), rename=(), adapt=config_dict.placeholder(str)))
+  c.debug = ""            # 'on' | 'nojit': NaN checks, shapes and shardings (docs/debugging.md)
 
   c.log_every = 50
   c.ckpt_every = 200

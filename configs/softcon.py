@@ -39,8 +39,8 @@ def get_config(arg: str = "tiny"):
   c.loss.label_key = "labels"
   c.loss.similarity = "cosine"
   c.loss.temperature = 0.2
-  # The grids carry only multi-hot `labels`: no single-label probe on this data.
-  c.eval.at_end = ("diagnostics",)
+  # The grids carry only multi-hot `labels`: the probe is then one-vs-rest (mAP, F1).
+  c.eval.at_end = ("linear_probe", "diagnostics")
   c.eval.raw_pixels_size = None
   if arg == "tiny":
     c.data.name = "bc_digits_grid"

@@ -23,12 +23,6 @@ REAL = [(name, v) for name, m in MODULES.items() for v in m.VARIANTS
 VOCAB = {"clip": 49_408, "siglip": 32_000}     # the papers' tokenizers
 
 
-@pytest.fixture(autouse=True)
-def optimizer_by_name(monkeypatch):
-  """train.make_optimizer is AdamW only; configs name theirs (LARS): see notes/models.md."""
-  monkeypatch.setattr(train, "make_optimizer", optim.make_optimizer)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("tfds")
@@ -71,6 +65,13 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
     losses.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses)), losses
   assert losses[-1] < losses[0], losses
+  initial_rest = jax.device_get(trainee.init(config.seed)["rest"])
+  if any(sharding.path_str(p).endswith("/mean")
+         for p, _ in jax.tree_util.tree_leaves_with_path(initial_rest)):
+    # BatchNorm running statistics move with the steps (they feed every eval pass).
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), initial_rest,
+                         jax.device_get(state["rest"]))
+    assert any(jax.tree.leaves(moved))
 
 
 @pytest.mark.parametrize("name,variant", REAL, ids=[f"{n}:{v}" for n, v in REAL])

@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from big_contrast import losses
 from test_losses_support import (DEVICE_COUNTS, GLOBAL_B, assert_close_to_reference,
-                                 assert_finite, mesh, normalized, sharded, value_and_grads)
+                                 assert_finite, mesh, normalized, sharded)
 
 D = 8
 

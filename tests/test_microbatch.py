@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_contrast import losses, microbatch, objectives, sharding, train
+from big_contrast import losses, microbatch, models, objectives, sharding, train
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import clip as clip_config  # noqa: E402
@@ -17,7 +17,8 @@ def _toy_apply(params, x, y):
   zi = x @ params["wi"]
   zt = jnp.tanh(y @ params["wt"])
   norm = lambda z: z / jnp.linalg.norm(z, axis=-1, keepdims=True)  # noqa: E731
-  return dict(zimg=norm(zi), ztxt=norm(zt), temperature=jnp.exp(params["log_t"]))
+  out = dict(zimg=norm(zi), ztxt=norm(zt), temperature=jnp.exp(params["log_t"]))
+  return out, {"feature_mean": zi.mean(0)}
 
 
 def _toy_loss(out, batch):
@@ -57,14 +58,14 @@ def test_microbatched_model_grads_equal_full_batch_on_8_devices():
               text_id=rng.integers(0, 5, size=(b,)).astype(np.int32))
   batch = sharding.host_batch_to_global(host, mesh)
   loss_fn = objectives.make_loss_fn(config.loss, mesh)
-  apply_fn = lambda p, *xs: trainee.model(p, state["rest"])(*xs)  # noqa: E731
+  apply_fn = lambda p, *xs: models.apply_and_update(trainee.graphdef, p, state["rest"], *xs)  # noqa: E731
 
   grads = jax.jit(lambda p, bt, k: microbatch.loss_and_grads(
       apply_fn, loss_fn, p, bt, inputs=("image", "text"), microbatches=k,
       batch_sharding=sharding.batch_sharding(mesh)), static_argnums=2)
   with jax.default_matmul_precision("highest"):
-    loss1, _, g1 = grads(state["params"], batch, 1)
-    loss4, _, g4 = grads(state["params"], batch, 4)
+    loss1, _, g1, _ = grads(state["params"], batch, 1)
+    loss4, _, g4, _ = grads(state["params"], batch, 4)
   np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
   flat1, flat4 = jax.tree.leaves(g1), jax.tree.leaves(g4)
   assert len(flat1) == len(flat4)

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -146,3 +145,25 @@ def test_validate_rejects_loss_for_the_wrong_task():
   config.loss.name = "clip"
   with pytest.raises(ValueError, match="config.loss.name='clip' needs config.task='image_text'"):
     config_lib.validate(config)
+
+
+def test_remat_gives_the_same_steps(data_dir):
+  config = tiny(clip_config.get_config("digits"), data_dir)
+  with jax.default_matmul_precision("highest"):
+    plain = _losses_on(config, jax.devices()[:8], steps=2)
+    config.model.remat = True
+    remat = _losses_on(config, jax.devices()[:8], steps=2)
+  np.testing.assert_allclose(remat, plain, rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params(data_dir):
+  config = tiny(clip_config.get_config("digits"), data_dir)
+  config.model.dtype = "bfloat16"
+  mesh = sharding.make_mesh(config.mesh)
+  trainee = train.Trainee(config, mesh, vocab_size=259)
+  assert {x.dtype for x in jax.tree.leaves(trainee.abstract_state["params"])} == {
+      np.dtype(np.float32)}
+  bf16 = _losses_on(config, jax.devices()[:8], steps=3)
+  config.model.dtype = "float32"
+  f32 = _losses_on(config, jax.devices()[:8], steps=3)
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2)   # bf16 matmuls, float32 loss math

@@ -9,7 +9,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from big_contrast.evaluate import _validate
 from big_contrast.evaluate._chunked import map_row_chunks
