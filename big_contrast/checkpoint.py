@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import grain
@@ -39,7 +40,8 @@ class _IteratorSnapshot:
 class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(directory)
+    # Orbax needs absolute paths; remote ones (gs://…) already are.
+    self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -6,6 +6,7 @@ Configs are Python files returning an `ml_collections.ConfigDict` from
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -14,6 +15,19 @@ import ml_collections
 
 _REQUIRED = ("task", "seed", "mesh", "data", "model", "loss", "batch_size", "total_steps",
              "optim", "log_every", "ckpt_every", "keep_ckpts", "max_nonfinite_steps")
+
+
+def sibling_config(config_file: str, name: str, variant: str) -> ml_collections.ConfigDict:
+  """`get_config(variant)` of the config file `name` beside `config_file`.
+
+  Lets a method's config build on its family's (supcon.py on simclr.py) however
+  the config was loaded: `--config=` loads files by path, not as a package.
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+  spec = importlib.util.spec_from_file_location(f"_big_contrast_config_{name[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -118,4 +132,12 @@ def run(main) -> None:
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, argv=sys.argv)
+  app.run(lambda argv: main(quiet_library_logs(argv)), argv=sys.argv)
+
+
+def quiet_library_logs(argv):
+  """Orbax, TFDS and grain log every step at INFO; show warnings unless --verbosity is given."""
+  from absl import flags, logging  # noqa: PLC0415
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  return argv

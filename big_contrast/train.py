@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 
 from big_contrast import (checkpoint, config_lib, microbatch, models, objectives, optim,
@@ -168,17 +169,16 @@ def _periodic_eval(ev, config, trainee, state, tokenizer) -> dict[str, float]:
   return {f"eval/{prefix}/{k}": v for k, v in results.items()}
 
 
-def _periodic_results(metrics_path: str) -> list[dict]:
+def _periodic_results(metrics_path: epath.Path) -> list[dict]:
   """The `config.evals` results logged so far (across restarts), from metrics.jsonl."""
-  if not os.path.exists(metrics_path):
+  if not metrics_path.exists():
     return []
   rows = []
-  with open(metrics_path) as f:
-    for line in f:
-      row = json.loads(line)
-      evals = {k: v for k, v in row.items() if k.startswith("eval/")}
-      if evals:
-        rows.append({"step": row["step"], **evals})
+  for line in metrics_path.read_text().splitlines():
+    row = json.loads(line)
+    evals = {k: v for k, v in row.items() if k.startswith("eval/")}
+    if evals:
+      rows.append({"step": row["step"], **evals})
   return rows
 
 
@@ -201,7 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   config_lib.validate(config)
   debug = config_lib.apply_debug(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = os.fspath(workdir)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   n_proc, proc = jax.process_count(), jax.process_index()
   if config.batch_size % mesh.size:
@@ -300,11 +301,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                               if k != "step" and isinstance(v, (int, float))})
   writer.close()
   if proc == 0:
-    periodic = _periodic_results(os.path.join(workdir, "metrics.jsonl"))
+    periodic = _periodic_results(epath.Path(workdir) / "metrics.jsonl")
     if periodic:
       results["periodic"] = periodic
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    (epath.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2))
     print(standard.format_table(results), flush=True)
   return results
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 
 import jax
+from etils import epath
 
 
 class MetricWriter:
@@ -21,7 +22,7 @@ class MetricWriter:
     if jax.process_index() == 0:
       import tensorboardX  # noqa: PLC0415 — only the writing process needs it
       self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+      self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._writer is None:

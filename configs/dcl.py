@@ -12,26 +12,17 @@ configs/simclr.py. Variants:
 
   python -m big_contrast.train --config=configs/dcl.py:tiny --workdir=/tmp/dcl
 """
-import importlib.util
 import math
-import os
+
+from big_contrast import config_lib
 
 VARIANTS = ("tiny", "resnet50")
-
-
-def _simclr(variant: str):
-  """configs/simclr.py's config: this method changes only the loss and the recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/dcl.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}")
-  c = _simclr(arg)
+  c = config_lib.sibling_config(__file__, "simclr.py", arg)
   c.loss.name = "dcl"
   if arg == "resnet50":
     c.batch_size = 256

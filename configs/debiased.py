@@ -12,28 +12,19 @@ Variants:
 
   python -m big_contrast.train --config=configs/debiased.py:tiny --workdir=/tmp/debiased
 """
-import importlib.util
-import os
 
 import ml_collections
 
+from big_contrast import config_lib
+
 VARIANTS = ("tiny", "cifar10_resnet50")
-
-
-def _simclr(variant: str):
-  """configs/simclr.py's config: this method changes only the loss and the recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/debiased.py: unknown variant {arg!r}; expected one of "
                      f"{list(VARIANTS)}")
-  c = _simclr("tiny" if arg == "tiny" else "resnet50")
+  c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "resnet50")
   c.loss.name = "debiased"
   c.loss.tau_plus = 0.1          # 1 / number of classes
   c.loss.beta = 0.0

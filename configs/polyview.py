@@ -11,26 +11,16 @@ as positives. Built on configs/simclr.py. Variants:
 
   python -m big_contrast.train --config=configs/polyview.py:tiny --workdir=/tmp/polyview
 """
-import importlib.util
-import os
+from big_contrast import config_lib
 
 VARIANTS = ("tiny", "resnet50")
-
-
-def _simclr(variant: str):
-  """configs/simclr.py's config: this method changes only the loss and the recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/polyview.py: unknown variant {arg!r}; expected one of "
                      f"{list(VARIANTS)}")
-  c = _simclr(arg)
+  c = config_lib.sibling_config(__file__, "simclr.py", arg)
   c.loss.name = "polyview"
   c.loss.variant = "geometric"
   if arg == "tiny":

@@ -16,28 +16,18 @@ Variants:
 
   python -m big_contrast.train --config=configs/siglip.py:tiny --workdir=/tmp/siglip
 """
-import importlib.util
-import os
+from big_contrast import config_lib
 
 import ml_collections
 
 VARIANTS = ("tiny", "vit_b16")
 
 
-def _clip(variant: str):
-  """configs/clip.py's config: this method changes the loss, the towers and the recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clip.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_clip_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/siglip.py: unknown variant {arg!r}; expected one of "
                      f"{list(VARIANTS)}")
-  c = _clip(arg)
+  c = config_lib.sibling_config(__file__, "clip.py", arg)
   c.loss.name = "siglip"
   c.loss.identical_texts_positive = False   # not used by the sigmoid loss
   c.model.temperature_init = 0.1

@@ -15,26 +15,16 @@ batch field `loss.label_key` ('labels'). Built on configs/simclr.py. Variants:
 
   python -m big_contrast.train --config=configs/softcon.py:tiny --workdir=/tmp/softcon
 """
-import importlib.util
-import os
+from big_contrast import config_lib
 
 VARIANTS = ("tiny", "s2_vitb14")
-
-
-def _simclr(variant: str):
-  """configs/simclr.py's config: this method changes only the loss, data and recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/softcon.py: unknown variant {arg!r}; expected one of "
                      f"{list(VARIANTS)}")
-  c = _simclr("tiny" if arg == "tiny" else "vit_b16")
+  c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "vit_b16")
   c.loss.name = "softcon"
   c.loss.label_key = "labels"
   c.loss.similarity = "cosine"

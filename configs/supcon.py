@@ -12,26 +12,16 @@ and the recipe. Variants:
 
   python -m big_contrast.train --config=configs/supcon.py:tiny --workdir=/tmp/supcon
 """
-import importlib.util
-import os
+from big_contrast import config_lib
 
 VARIANTS = ("tiny", "resnet50")
-
-
-def _simclr(variant: str):
-  """configs/simclr.py's config: this method changes only the loss and the recipe."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_big_contrast_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/supcon.py: unknown variant {arg!r}; expected one of "
                      f"{list(VARIANTS)}")
-  c = _simclr({"tiny": "tiny", "resnet50": "resnet50"}[arg])
+  c = config_lib.sibling_config(__file__, "simclr.py", {"tiny": "tiny", "resnet50": "resnet50"}[arg])
   c.loss.name = "supcon"
   c.loss.label_key = "label"
   c.loss.temperature = 0.1

@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(lambda argv: main(config_lib.quiet_library_logs(argv)))
