@@ -120,7 +120,9 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, data_dir):
   resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
   assert "Resumed from the checkpoint at step" in resumed.stdout
-  straight = subprocess.run(_train_cmd(tmp_path / "straight", data_dir, total), cwd=REPO,
+  # A relative workdir, as the README's Quickstart uses.
+  straight = subprocess.run(_train_cmd(os.path.relpath(tmp_path / "straight", REPO), data_dir,
+                                       total), cwd=REPO,
                             env=env, capture_output=True, text=True)
   assert straight.returncode == 0, straight.stderr[-3000:]
   step_a, params_a = _final_params(tmp_path / "killed")
