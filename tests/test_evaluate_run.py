@@ -61,7 +61,8 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((workdir / "eval_3.json").read_text())
   for key in ("probe/top1", "knn/top1", "zero_shot/top1", "retrieval/i2t_R@1",
-              "retrieval/t2i_R@10", "diagnostics/effective_rank"):
+              "retrieval/t2i_R@10", "diagnostics/effective_rank", "diagnostics/uniformity",
+              "diagnostics/alignment"):
     assert key in results and np.isfinite(results[key]), key
   assert "probe/top1" in out.stdout
 

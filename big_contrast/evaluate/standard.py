@@ -10,7 +10,8 @@ state, extracts frozen features over the mesh, and calls the pure functions of
   knn           weighted cosine kNN on backbone features
   zero_shot     image-text models: class-name prompts through the text tower
   retrieval     image-text models: image↔caption Recall@{1,5,10} on the eval split
-  diagnostics   effective rank of the eval split's embeddings
+  diagnostics   effective rank, uniformity (and image-caption alignment) of the
+                eval split's embeddings
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from big_contrast import evaluate
+from big_contrast import evaluate, losses
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.evaluate import extract as extract_lib
@@ -141,16 +143,22 @@ def zero_shot(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
                                                            classifier))
 
 
-def retrieval(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
-  """Each eval example's image against its caption; all other captions are negatives."""
-  if config.task != "image_text":
-    return {}
+def _image_text_embeddings(config, trainee, state, tokenizer):
+  """Projected image and caption embeddings of the eval split, row i of each from example i."""
   fi = _model_fn(trainee, state, "encode_image")
   ft = _model_fn(trainee, state, "encode_text")
   batches = _eval_batches(config, config.data.eval_split, "image_text", tokenizer)
   img = extract_lib.extract(lambda b: fi(b["image"]), batches, trainee.mesh, inputs=("image",))
   txt = extract_lib.extract(lambda b: ft(b["text"]), batches, trainee.mesh, inputs=("text",),
                             keep=("text_id",))
+  return img, txt
+
+
+def retrieval(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
+  """Each eval example's image against its caption; all other captions are negatives."""
+  if config.task != "image_text":
+    return {}
+  img, txt = _image_text_embeddings(config, trainee, state, tokenizer)
   _, caption_group = np.unique(txt["text_id"], return_inverse=True)
   if caption_group.max() + 1 == len(caption_group):
     matches = np.arange(len(caption_group))            # text i describes image i
@@ -160,9 +168,26 @@ def retrieval(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
                                                          text_to_image=matches))
 
 
-def diagnostics(config, trainee, state, **_) -> dict[str, float]:
-  emb = image_features(config, trainee, state, config.data.eval_split, projected=True)
-  return {"diagnostics/effective_rank": float(evaluate.effective_rank(emb["features"]))}
+# Uniformity compares every pair: beyond this many rows, the first ones (by index) stand in.
+_MAX_UNIFORMITY_ROWS = 4096
+
+
+def diagnostics(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
+  """Effective rank and uniformity (Wang & Isola, t = 2) of the eval split's embeddings;
+  for image-text models also the alignment (α = 2) of each image with its caption."""
+  if config.task == "image_text":
+    img, txt = _image_text_embeddings(config, trainee, state, tokenizer)
+  else:
+    img, txt = image_features(config, trainee, state, config.data.eval_split,
+                              projected=True), None
+  z = img["features"]
+  out = {"diagnostics/effective_rank": float(evaluate.effective_rank(z)),
+         "diagnostics/uniformity": float(losses.uniformity(
+             jnp.asarray(z[:_MAX_UNIFORMITY_ROWS])))}
+  if txt is not None:
+    out["diagnostics/alignment"] = float(losses.alignment(jnp.asarray(z),
+                                                          jnp.asarray(txt["features"])))
+  return out
 
 
 def run_evaluators(names, config, trainee, state, *, tokenizer=None) -> dict[str, Any]:
