@@ -32,7 +32,9 @@ setup(
         "importlib_resources>=6.0",  # TFDS registers builders through it
     ],
     extras_require={
-        "test": ["pytest>=8.0"],
+        "test": ["pytest>=8.0", "gensim>=4.3"],
+        # The bundled text data (`bc_lee`, configs/simcse.py:tiny) is gensim's Lee corpus.
+        "text": ["gensim>=4.3"],
         # TensorFlow is never needed; it only adds clu's TF-based metric writers
         # and TFDS's TF-backed datasets for users who want them.
         "tf": ["tensorflow>=2.16"],

@@ -35,15 +35,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   missing = [k for k in _REQUIRED if k not in config]
   if missing:
     raise ValueError(f"config is missing keys {missing}")
-  if config.task not in ("image_text", "multiview"):
-    raise ValueError(f"config.task={config.task!r}: expected 'image_text' or 'multiview'")
+  if config.task not in ("image_text", "multiview", "text"):
+    raise ValueError(f"config.task={config.task!r}: expected 'image_text', 'multiview' or "
+                     f"'text'")
   for key in ("batch_size", "total_steps", "log_every", "ckpt_every", "keep_ckpts"):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key}={config[key]} must be positive")
   if config.data.name is None:
     raise ValueError("config.data.name is not set: give a TFDS dataset name or the directory "
                      "of a converted dataset, e.g. --config.data.name=/data/my_pairs/1.0.0")
-  if config.task == "image_text" and config.text.tokenizer is None:
+  if config.task in ("image_text", "text") and config.text.tokenizer is None:
     raise ValueError("config.text.tokenizer is not set: 'bytes' or a SentencePiece .model path")
   from big_contrast import objectives  # noqa: PLC0415 — avoids a cycle at import
   objectives.check_task(config.loss, config.task)

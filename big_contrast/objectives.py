@@ -16,6 +16,7 @@ from big_contrast import sharding
 
 _IMAGE_TEXT = ("clip", "siglip")
 _MULTIVIEW = ("ntxent", "supcon", "dcl", "debiased", "polyview", "softcon")
+_TEXT = ("simcse",)
 
 
 def _labels(batch, loss_cfg):
@@ -65,14 +66,24 @@ def _per_device_loss(loss_cfg, axis_name) -> Callable[..., jax.Array]:
       return losses.soft_contrastive_loss(
           out["z"][:, 0], out["z"][:, 1], _labels(batch, loss_cfg), temperature=t,
           similarity=loss_cfg.get("similarity", "cosine"), axis_name=axis_name)
+  elif name == "simcse":
+    # Unsupervised SimCSE (Gao et al., 2021): InfoNCE between a sentence's two
+    # dropout views, the other sentences of the global batch as negatives. The
+    # paper's loss is one-directional (view 1 → view 2); this is its symmetric
+    # form (the mean of both directions, CLIP's loss at a fixed temperature).
+    def fn(out, batch):
+      return losses.clip_loss(out["z"][:, 0], out["z"][:, 1], temperature=t,
+                              axis_name=axis_name)
   else:
-    raise ValueError(f"config.loss.name={name!r}: expected one of {_IMAGE_TEXT + _MULTIVIEW}")
+    raise ValueError(f"config.loss.name={name!r}: expected one of "
+                     f"{_IMAGE_TEXT + _MULTIVIEW + _TEXT}")
   return fn
 
 
 def check_task(loss_cfg, task: str) -> None:
-  wanted = "image_text" if loss_cfg.name in _IMAGE_TEXT else "multiview"
-  if loss_cfg.name in _IMAGE_TEXT + _MULTIVIEW and wanted != task:
+  wanted = ("image_text" if loss_cfg.name in _IMAGE_TEXT
+            else "text" if loss_cfg.name in _TEXT else "multiview")
+  if loss_cfg.name in _IMAGE_TEXT + _MULTIVIEW + _TEXT and wanted != task:
     raise ValueError(f"config.loss.name={loss_cfg.name!r} needs config.task={wanted!r}, "
                      f"got {task!r}")
 

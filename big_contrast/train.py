@@ -71,17 +71,29 @@ class Trainee:
 def make_train_step(trainee: Trainee):
   config, mesh = trainee.config, trainee.mesh
   loss_fn = objectives.make_loss_fn(config.loss, mesh)
-  inputs = ("image", "text") if config.task == "image_text" else ("views",)
+  inputs = {"image_text": ("image", "text"), "text": ("text",)}.get(config.task, ("views",))
+  # Dropout (SimCSE's two views): the key is a function of (seed, step) only, so a
+  # resumed run draws the same masks as an uninterrupted one.
+  dropout = float(config.model.get("text", {}).get("dropout", 0.0)) if config.task == "text" else 0.
+  microbatches = config.get("microbatches", 1)
+  if dropout > 0 and microbatches > 1:
+    raise ValueError(f"config.model.text.dropout={dropout} with config.microbatches="
+                     f"{microbatches}: gradient caching recomputes each chunk's forward pass "
+                     f"and cannot yet replay its dropout masks; use microbatches=1 or dropout 0")
 
   batch_sharding = sharding.batch_sharding(mesh)
 
   def train_step(state, batch):
+    kwargs = {}
+    if dropout > 0:
+      kwargs["dropout_key"] = jax.random.fold_in(jax.random.key(config.seed), state["step"])
+
     def apply_fn(params, *xs):  # → (outputs, updated BatchNorm statistics)
-      return models.apply_and_update(trainee.graphdef, params, state["rest"], *xs)
+      return models.apply_and_update(trainee.graphdef, params, state["rest"], *xs, **kwargs)
 
     loss, out, grads, rest = microbatch.loss_and_grads(
         apply_fn, loss_fn, state["params"], batch, inputs=inputs,
-        microbatches=config.get("microbatches", 1), batch_sharding=batch_sharding)
+        microbatches=microbatches, batch_sharding=batch_sharding)
     updates, opt_state = trainee.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
@@ -211,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # Data.
   tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer)
-         if config.task == "image_text" else None)
+         if config.task in ("image_text", "text") else None)
   train_iter = pipeline.train_iterator(
       config.data, kind=config.task, global_batch_size=config.batch_size, seed=config.seed,
       tokenizer=tok, text_max_len=config.get("text", {}).get("max_len", 32),

@@ -13,14 +13,17 @@ from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import clip, dcl, debiased, polyview, siglip, simclr, softcon, supcon  # noqa: E402
+from configs import (clip, dcl, debiased, polyview, siglip, simclr, simcse, softcon,  # noqa: E402
+                     supcon)
 
 MODULES = {"clip": clip, "siglip": siglip, "simclr": simclr, "supcon": supcon, "dcl": dcl,
-           "debiased": debiased, "polyview": polyview, "softcon": softcon}
+           "debiased": debiased, "polyview": polyview, "softcon": softcon, "simcse": simcse}
 TINY = [(name, "tiny") for name in MODULES] + [("simclr", "tiny_resnet")]
 REAL = [(name, v) for name, m in MODULES.items() for v in m.VARIANTS
         if v not in ("tiny", "tiny_resnet", "digits")]
-VOCAB = {"clip": 49_408, "siglip": 32_000}     # the papers' tokenizers
+VOCAB = {"clip": 49_408, "siglip": 32_000, "simcse": 30_522}     # the papers' tokenizers
+# SimCSE's recipe batch is 64 sentences: it fits a 64-device (4×16) slice, not 256.
+MESH = {"simcse": (4, 16)}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,9 @@ def _shrink(config, data_dir):
   """A few seconds per compile on CPU: batch 32, one block, narrow."""
   config.data.data_dir = str(data_dir)
   config.batch_size = 32 if config.data.get("num_views", 2) <= 2 else 16
-  if config.model.image.name == "vit":
+  if "image" not in config.model:
+    pass
+  elif config.model.image.name == "vit":
     config.model.image.update(width=32, depth=1, heads=2, mlp_dim=64)
   else:
     config.model.image.update(depth=18, base_width=4)
@@ -50,7 +55,8 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
   config_lib.validate(config)
   mesh = sharding.make_mesh(config.mesh)
   assert mesh.size == 8
-  tok = tokenizer_lib.make_tokenizer("bytes") if config.task == "image_text" else None
+  tok = (tokenizer_lib.make_tokenizer("bytes") if config.task in ("image_text", "text")
+         else None)
   it = pipeline.train_iterator(config.data, kind=config.task, global_batch_size=config.batch_size,
                                seed=config.seed, tokenizer=tok, text_max_len=config.text.max_len
                                if "text" in config else 32, process_index=0, process_count=1)
@@ -78,7 +84,8 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
 def test_real_variant_builds_abstractly_on_a_16x16_mesh(name, variant):
   config = MODULES[name].get_config(variant)
   config.mesh.fsdp = 16
-  mesh = AbstractMesh((16, 16), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+  mesh = AbstractMesh(MESH.get(name, (16, 16)), ("data", "fsdp"),
+                      axis_types=(AxisType.Auto,) * 2)
   trainee = train.Trainee(config, mesh, vocab_size=VOCAB.get(name))
   assert config.batch_size % mesh.size == 0
   params = trainee.abstract_state["params"]

@@ -221,6 +221,17 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
 _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}
 
 
+def bundled_builders() -> dict[str, type[tfds.core.GeneratorBasedBuilder]]:
+    """Every bundled builder: the digits ones and the text one (``lee.BcLee``).
+
+    ``lee`` is imported here, not at the top, as it subclasses this module's
+    builder base; it imports gensim only when its data is built.
+    """
+    from big_contrast.data import lee  # noqa: PLC0415
+
+    return {**BUILDERS, **lee.BUILDERS}
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path: str):
     with open(path, "a") as f:
@@ -237,7 +248,8 @@ def ensure_built(
     """Returns the prepared builder of a bundled dataset, building it if needed.
 
     Args:
-      name: one of ``BUILDERS`` (``'bc_digits'``, ``'bc_digits_grid'``).
+      name: one of ``bundled_builders()`` (``'bc_digits'``, ``'bc_digits_grid'``,
+        ``'bc_lee'``).
       data_dir: TFDS data dir; ``None`` means ``default_data_dir()``.
 
     Building happens at most once per data dir: an exclusive ``fcntl.flock``
@@ -249,26 +261,27 @@ def ensure_built(
     many hosts (``python -c "from big_contrast.data import digits;
     digits.ensure_built('bc_digits')"``).
     """
-    if name not in BUILDERS:
+    builders = bundled_builders()
+    if name not in builders:
         raise ValueError(
-            f"Unknown bundled dataset {name!r}; expected one of {sorted(BUILDERS)} "
+            f"Unknown bundled dataset {name!r}; expected one of {sorted(builders)} "
             "or a path to a TFDS dataset directory."
         )
     data_dir = os.fspath(data_dir or default_data_dir())
     key = (name, os.path.abspath(data_dir))
     if key in _BUILT:
         return _BUILT[key]
-    builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+    builder = builders[name](data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
         os.makedirs(data_dir, exist_ok=True)
         with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
-            builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+            builder = builders[name](data_dir=data_dir, file_format="array_record")
             if not builder.is_prepared():
                 builder.download_and_prepare(
                     download_config=tfds.download.DownloadConfig(
                         try_download_gcs=False,
                     )
                 )
-                builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+                builder = builders[name](data_dir=data_dir, file_format="array_record")
     _BUILT[key] = builder
     return builder

@@ -23,8 +23,9 @@ from big_contrast.data import augment as augment_lib
 from big_contrast.data.tokenizer import Tokenizer
 
 # image_text: image + caption tokens (CLIP); multiview: V augmented views
-# (SimCLR); image: one image + labels (probes, supervised baselines).
-KINDS = ("image_text", "multiview", "image")
+# (SimCLR); image: one image + labels (probes, supervised baselines); text:
+# tokens of one text feature (SimCSE; ``doc`` is passed on when present).
+KINDS = ("image_text", "multiview", "image", "text")
 
 
 class ExampleTransform:
@@ -33,7 +34,8 @@ class ExampleTransform:
     def __init__(self, *, kind: str, features, image_size: int, num_views: int,
                  augment: Mapping[str, Any] | None, tokenizer: Tokenizer | None,
                  text_max_len: int, image_key: str = "image",
-                 caption_key: str = "caption", label_key: str = "label"):
+                 caption_key: str = "caption", label_key: str = "label",
+                 text_key: str = "text"):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
         self.kind = kind
@@ -42,11 +44,20 @@ class ExampleTransform:
         self.image_key = image_key
         self.caption_key = caption_key
         self.label_key = label_key
+        self.text_key = text_key
         self.augment = augment_lib.Augment(augment)
         self.tokenizer = tokenizer
         self.text_max_len = int(text_max_len)
         keys = set(features.keys())
-        if self.image_key not in keys:
+        self.has_doc = "doc" in keys
+        if kind == "text":
+            if self.text_key not in keys:
+                raise ValueError(f"kind='text' needs a text feature {self.text_key!r} "
+                                 f"(data.text_key); features: {sorted(keys)}.")
+            if tokenizer is None:
+                raise ValueError("kind='text' needs a tokenizer "
+                                 "(big_contrast.data.tokenizer.make_tokenizer).")
+        elif self.image_key not in keys:
             raise ValueError(f"Dataset has no image feature {self.image_key!r} "
                              f"(data.image_key); features: {sorted(keys)}.")
         self.has_label = self.label_key in keys
@@ -86,7 +97,20 @@ class ExampleTransform:
             out["labels"] = np.asarray(record["labels"], np.int32)
         return out
 
+    def _text_fields(self, record) -> dict[str, np.ndarray]:
+        text = record[self.text_key]
+        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+        out = {"index": np.int32(record["position"]), "skipped": np.int32(0),
+               "text": self.tokenizer.encode_batch([text], self.text_max_len)[0]}
+        if self.has_doc:
+            out["doc"] = np.int32(record["doc"])
+        if self.has_label:
+            out["label"] = np.int32(record[self.label_key])
+        return out
+
     def train(self, record, rng: np.random.Generator):
+        if self.kind == "text":
+            return self._text_fields(record) if self.text_key in record else None
         img = self._decode(record)
         if img is None:
             return None
@@ -97,6 +121,12 @@ class ExampleTransform:
         return self._fields(record, pixels)
 
     def eval(self, record):
+        if self.kind == "text":
+            if self.text_key not in record:
+                return None
+            out = self._text_fields(record)
+            out["mask"] = np.bool_(True)
+            return out
         img = self._decode(record)
         if img is None:
             return None

@@ -22,6 +22,8 @@ Batches are dicts of host NumPy arrays (leading dim = host batch size ``b``):
   positives), ``label`` i32 [b] and/or ``labels`` i32 [b, C] when present.
 * ``multiview``: ``views`` f32 [b, V, S, S, 3], ``label`` / ``labels``.
 * ``image``: ``image`` f32 [b, S, S, 3], ``label`` / ``labels``.
+* ``text``: ``text`` i32 [b, L] (the ``data.text_key`` feature, tokenized), and
+  ``doc`` i32 [b] / ``label`` when present (SimCSE; no augmentation).
 * always: ``index`` i32 [b] (the record's position in its split) and
   ``skipped`` i32 [b]: how many undecodable records were dropped just before
   each example, so ``batch["skipped"].sum()`` is this batch's ``data/skipped``
@@ -64,6 +66,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "image_key": "image",
     "caption_key": "caption",
     "label_key": "label",      # int class label; "labels" (multi-hot) is also passed on
+    "text_key": "text",        # kind='text': the feature to tokenize
 }
 
 
@@ -78,7 +81,7 @@ def _example_transform(data_cfg, features, kind, tokenizer, text_max_len) -> Exa
         num_views=_get(data_cfg, "num_views"), augment=_get(data_cfg, "augment"),
         tokenizer=tokenizer, text_max_len=text_max_len,
         image_key=_get(data_cfg, "image_key"), caption_key=_get(data_cfg, "caption_key"),
-        label_key=_get(data_cfg, "label_key"))
+        label_key=_get(data_cfg, "label_key"), text_key=_get(data_cfg, "text_key"))
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -121,12 +124,13 @@ def train_dataset(
 
     Args:
       data_cfg: dict or ConfigDict with the keys of ``DATA_DEFAULTS``.
-      kind: ``"image_text"`` (CLIP-style), ``"multiview"`` (SimCLR-style) or
-        ``"image"`` (one CLIP-style view + labels, e.g. supervised probes).
+      kind: ``"image_text"`` (CLIP-style), ``"multiview"`` (SimCLR-style),
+        ``"image"`` (one CLIP-style view + labels, e.g. supervised probes) or
+        ``"text"`` (sentences only, SimCSE-style).
       global_batch_size: examples per step over all hosts; each host yields
         ``global_batch_size // process_count``.
       seed: shuffling and augmentation seed.
-      tokenizer, text_max_len: captions -> ``text`` ids (``image_text`` only).
+      tokenizer, text_max_len: captions/texts -> ``text`` ids (``image_text``, ``text``).
       process_index, process_count: this host's slice; default from JAX.
 
     Returns:

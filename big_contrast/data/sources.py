@@ -24,7 +24,7 @@ from big_contrast.data import digits
 
 
 def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    if name_or_dir in digits.BUILDERS:
+    if name_or_dir in digits.bundled_builders():
         return digits.ensure_built(name_or_dir, data_dir)
     if os.path.isdir(name_or_dir):
         return tfds.builder_from_directory(name_or_dir)
@@ -33,7 +33,7 @@ def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder
     except Exception as e:  # tfds raises several types for unknown names.
         raise ValueError(
             f"data.name={name_or_dir!r} is neither a bundled dataset "
-            f"{sorted(digits.BUILDERS)}, an existing TFDS dataset directory "
+            f"{sorted(digits.bundled_builders())}, an existing TFDS dataset directory "
             "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
             f"in data_dir={data_dir!r}."
         ) from e

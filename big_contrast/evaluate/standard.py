@@ -12,6 +12,9 @@ state, extracts frozen features over the mesh, and calls the pure functions of
   retrieval     image-text models: image↔caption Recall@{1,5,10} on the eval split
   diagnostics   effective rank, uniformity (and image-caption alignment) of the
                 eval split's embeddings
+  lee_similarity  text models on the bundled Lee corpus (`bc_lee`): Spearman
+                correlation of document-embedding cosines with the 50×50 human
+                similarity ratings, beside a TF-IDF bag-of-words baseline
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.evaluate import extract as extract_lib
 
-EVALUATORS = ("linear_probe", "knn", "zero_shot", "retrieval", "diagnostics")
+EVALUATORS = ("linear_probe", "knn", "zero_shot", "retrieval", "diagnostics",
+              "lee_similarity")
 
 
 def _eval_batches(config, split: str, kind: str, tokenizer=None):
@@ -177,6 +181,8 @@ def diagnostics(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
   for image-text models also the alignment (α = 2) of each image with its caption."""
   if config.task == "image_text":
     img, txt = _image_text_embeddings(config, trainee, state, tokenizer)
+  elif config.task == "text":
+    img, txt = text_embeddings(config, trainee, state, tokenizer), None
   else:
     img, txt = image_features(config, trainee, state, config.data.eval_split,
                               projected=True), None
@@ -188,6 +194,70 @@ def diagnostics(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
     out["diagnostics/alignment"] = float(losses.alignment(jnp.asarray(z),
                                                           jnp.asarray(txt["features"])))
   return out
+
+
+def text_embeddings(config, trainee, state, tokenizer, split: str | None = None):
+  """{'features' [N, D] (projected, L2-normalised), 'index'[, 'doc']} of a text split."""
+  fn = _model_fn(trainee, state, "encode_text")
+  batches = _eval_batches(config, split or config.data.eval_split, "text", tokenizer)
+  return extract_lib.extract(lambda b: fn(b["text"]), batches, trainee.mesh, inputs=("text",),
+                             keep=("doc",))
+
+
+def upper_spearman(similarity: np.ndarray, human: np.ndarray) -> float:
+  """Spearman's ρ between two [n, n] similarity matrices over the pairs i < j."""
+  from scipy import stats  # noqa: PLC0415
+  iu = np.triu_indices(len(human), 1)
+  return float(stats.spearmanr(similarity[iu], human[iu]).statistic)
+
+
+def cosine_matrix(x: np.ndarray) -> np.ndarray:
+  x = np.asarray(x, np.float64)
+  x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  return x @ x.T
+
+
+def mean_by_doc(features: np.ndarray, doc: np.ndarray) -> np.ndarray:
+  """Document embeddings [D, d]: the mean of each document's (normalised) sentence rows."""
+  n = int(doc.max()) + 1
+  out = np.zeros((n, features.shape[1]), np.float64)
+  np.add.at(out, doc, features)
+  counts = np.bincount(doc, minlength=n)
+  if (counts == 0).any():
+    raise ValueError(f"documents {np.flatnonzero(counts == 0).tolist()} have no sentences")
+  return out / counts[:, None]
+
+
+def tfidf_similarity(background: list[str], documents: list[str]) -> np.ndarray:
+  """Cosine similarity of TF-IDF bag-of-words vectors (vocabulary and IDF from `background`)."""
+  from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415
+  vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(background)
+  return cosine_matrix(vec.transform(documents).toarray())
+
+
+def lee_similarity(config, trainee, state, *, tokenizer=None) -> dict[str, float]:
+  """Lee et al. (2005) document similarity: ρ(embedding cosine, human ratings), and TF-IDF's.
+
+  A document's embedding is the mean of its sentences' projected embeddings.
+  """
+  if config.task != "text" or config.data.name != "bc_lee":
+    return {}
+  from big_contrast.data import lee  # noqa: PLC0415 — needs gensim's data files
+  human = lee.human_similarity()
+  emb = text_embeddings(config, trainee, state, tokenizer)
+  docs = mean_by_doc(emb["features"], emb["doc"])
+  if len(docs) != len(human):
+    raise ValueError(f"the eval split has {len(docs)} documents, the ratings {len(human)}: "
+                     f"set config.data.eval_split='test'")
+  ours = cosine_matrix(docs)
+  tfidf = tfidf_similarity(lee.documents("train"), lee.documents("test"))
+  iu = np.triu_indices(len(human), 1)
+  # Pearson too: the literature on this corpus reports it (the ratings are heavily
+  # tied at low values, which lowers Spearman's ρ for every method).
+  return {"lee/spearman": upper_spearman(ours, human),
+          "lee/spearman_tfidf": upper_spearman(tfidf, human),
+          "lee/pearson": float(np.corrcoef(ours[iu], human[iu])[0, 1]),
+          "lee/pearson_tfidf": float(np.corrcoef(tfidf[iu], human[iu])[0, 1])}
 
 
 def run_evaluators(names, config, trainee, state, *, tokenizer=None) -> dict[str, Any]:
@@ -212,7 +282,7 @@ def load_run(config: ml_collections.ConfigDict, mesh, ckpt, *, step: int | None 
   """(step, state, trainee, tokenizer) of a run's checkpoint, restored onto `mesh`."""
   from big_contrast import train  # noqa: PLC0415 — train imports this module
   tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer)
-         if config.task == "image_text" else None)
+         if config.task in ("image_text", "text") else None)
   trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
   restored = ckpt.restore(trainee.abstract_state, step=step)
   if restored is None:

@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 
 from big_contrast.models import heads, layers, resnet, text, vit
-from big_contrast.models.heads import MultiView, TwoTower, l2_normalize
+from big_contrast.models.heads import MultiView, TextOnly, TwoTower, l2_normalize
 
 IMAGE_TOWERS = ("vit", "resnet")
 
@@ -25,11 +25,15 @@ def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
                 text_max_len: int | None = None, rngs: nnx.Rngs) -> nnx.Module:
   """Builds the model a task trains, from `config.model`.
 
-  task 'image_text' → `TwoTower`; 'multiview' → `MultiView`.
+  task 'image_text' → `TwoTower`; 'multiview' → `MultiView`; 'text' → `TextOnly`.
   """
   dtype = model_cfg.get("dtype", "float32")
   remat = model_cfg.get("remat", False)
   ddtype = layers.dtype_from_name(dtype)
+  if task == "text":
+    txt = text.TextTransformer(vocab_size=vocab_size, max_len=text_max_len, dtype=dtype,
+                               remat=remat, rngs=rngs, **dict(model_cfg.text))
+    return heads.TextOnly(txt, embed_dim=model_cfg.embed_dim, dtype=ddtype, rngs=rngs)
   image = _image_tower(model_cfg.image, dtype=dtype, remat=remat, rngs=rngs)
   if task == "image_text":
     txt = text.TextTransformer(vocab_size=vocab_size, max_len=text_max_len, dtype=dtype,
@@ -44,7 +48,7 @@ def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
                            head_layers=model_cfg.get("head_layers", 2),
                            head_batch_norm=model_cfg.get("head_batch_norm", False),
                            dtype=ddtype, rngs=rngs)
-  raise ValueError(f"config.task={task!r}: expected 'image_text' or 'multiview'")
+  raise ValueError(f"config.task={task!r}: expected 'image_text', 'multiview' or 'text'")
 
 
 def count_params(module: nnx.Module) -> int:
@@ -71,5 +75,5 @@ def apply_and_update(graphdef, params, rest, *inputs, **kwargs):
   return out, nnx.to_pure_dict(new_rest)
 
 
-__all__ = ["apply_and_update", "build_model", "count_params", "MultiView", "TwoTower",
-           "l2_normalize"]
+__all__ = ["apply_and_update", "build_model", "count_params", "MultiView", "TextOnly",
+           "TwoTower", "l2_normalize"]

@@ -4,6 +4,8 @@
 shared space; returns L2-normalised embeddings and the learnable temperature
 (and SigLIP bias).
 `MultiView`: one image tower + an MLP projection head applied to V views at once.
+`TextOnly`: one text tower + a linear projection; its training pass encodes each
+sentence twice under independent dropout (SimCSE's two views).
 
 Calling a wrapper (`model(...)`) is the training forward pass (BatchNorm uses
 the batch's statistics); `image_features` / `encode_image` / `encode_text` are
@@ -113,3 +115,31 @@ class MultiView(nnx.Module):
     b, v = views.shape[:2]
     z = self.encode_image(views.reshape((b * v,) + views.shape[2:]), train=True)
     return dict(z=z.reshape(b, v, -1))
+
+
+class TextOnly(nnx.Module):
+  """tokens [B, L] (+ dropout_key) → dict(z [B, 2, D]): two dropout views per sentence.
+
+  SimCSE (Gao et al., 2021): the only augmentation is dropout noise, so both
+  views see the same tokens. The batch is repeated row-wise (row 2i and 2i+1 are
+  sentence i) and encoded in one call with one key: every row gets its own
+  masks, and each device keeps its own sentences. Without a key (or with
+  dropout 0) the two views are identical.
+  """
+
+  def __init__(self, text: nnx.Module, *, embed_dim: int, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.text = text
+    self.text_proj = nnx.Linear(text.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+
+  def text_features(self, tokens: jax.Array) -> jax.Array:
+    """Backbone features [B, width], before the projection."""
+    return self.text(tokens).astype(jnp.float32)
+
+  def encode_text(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+    return l2_normalize(self.text_proj(self.text(tokens, dropout_key)))
+
+  def __call__(self, tokens: jax.Array, dropout_key: jax.Array | None = None
+               ) -> dict[str, jax.Array]:
+    b = tokens.shape[0]
+    z = self.encode_text(jnp.repeat(tokens, 2, axis=0), dropout_key)
+    return dict(z=z.reshape(b, 2, -1))

@@ -23,10 +23,28 @@ class MlpBlock(nnx.Module):
     return self.fc2(jax.nn.gelu(self.fc1(x)))
 
 
-class EncoderBlock(nnx.Module):
-  """Pre-LayerNorm transformer block: x + MHA(LN(x)); x + MLP(LN(x))."""
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout with an explicit key; the identity when `key` is None or rate is 0.
 
-  def __init__(self, width: int, heads: int, mlp_dim: int, *, dtype, rngs: nnx.Rngs):
+  The key is an argument (not an `nnx.Rngs` stream held in the model) so the
+  train state stays dict(step, params, rest, opt_state) and a step's masks are a
+  function of the key the trainer derives from (seed, step).
+  """
+  if key is None or rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class EncoderBlock(nnx.Module):
+  """Pre-LayerNorm transformer block: x + MHA(LN(x)); x + MLP(LN(x)).
+
+  `dropout` > 0 drops the attention and MLP branch outputs before each residual
+  add (BERT's hidden dropout), only when the call is given a `dropout_key`.
+  """
+
+  def __init__(self, width: int, heads: int, mlp_dim: int, *, dtype, dropout: float = 0.0,
+               rngs: nnx.Rngs):
     if width % heads:
       raise ValueError(f"model width {width} is not divisible by heads {heads}")
     self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
@@ -36,10 +54,15 @@ class EncoderBlock(nnx.Module):
         decode=False, deterministic=True, keep_rngs=False, rngs=rngs)
     self.ln2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.mlp = MlpBlock(width, mlp_dim, dtype=dtype, rngs=rngs)
+    self.dropout = dropout
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    x = x + self.attn(self.ln1(x), mask=mask)
-    return x + self.mlp(self.ln2(x))
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    k1 = k2 = None
+    if dropout_key is not None:
+      k1, k2 = jax.random.split(dropout_key)
+    x = x + dropout(self.attn(self.ln1(x), mask=mask), self.dropout, k1)
+    return x + dropout(self.mlp(self.ln2(x)), self.dropout, k2)
 
 
 class Encoder(nnx.Module):
@@ -50,19 +73,24 @@ class Encoder(nnx.Module):
   """
 
   def __init__(self, width: int, depth: int, heads: int, mlp_dim: int, *,
-               dtype, remat: bool = False, rngs: nnx.Rngs):
+               dtype, remat: bool = False, dropout: float = 0.0, rngs: nnx.Rngs):
     self.blocks = nnx.List([
-        EncoderBlock(width, heads, mlp_dim, dtype=dtype, rngs=rngs)
+        EncoderBlock(width, heads, mlp_dim, dtype=dtype, dropout=dropout, rngs=rngs)
         for _ in range(depth)])
     self.ln = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.remat = remat
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    for block in self.blocks:
-      if self.remat:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    keys = ([None] * len(self.blocks) if dropout_key is None
+            else list(jax.random.split(dropout_key, len(self.blocks))))
+    for block, key in zip(self.blocks, keys):
+      if self.remat and key is None:
         x = nnx.remat(lambda b, y: b(y, mask))(block, x)
+      elif self.remat:
+        x = nnx.remat(lambda b, y, k: b(y, mask, k))(block, x, key)
       else:
-        x = block(x, mask)
+        x = block(x, mask, key)
     return self.ln(x)
 
 
