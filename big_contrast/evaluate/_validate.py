@@ -67,6 +67,17 @@ def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> No
     )
 
 
+def train_test_classes(train_x, train_y, test_x, test_y, num_classes: int | None):
+  """Checked (train_x, train_y, test_x, test_y, num_classes) of a single-label evaluation."""
+  train_x = as_features(train_x, "train_x")
+  test_x = as_features(test_x, "test_x")
+  check_same_dim(train_x, test_x, "train_x", "test_x")
+  train_y = as_labels(train_y, "train_y", train_x.shape[0], num_classes)
+  test_y = as_labels(test_y, "test_y", test_x.shape[0], num_classes)
+  num_classes = num_classes or infer_num_classes(train_y, test_y)
+  return train_x, train_y, test_x, test_y, num_classes
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
   """Rows divided by their L2 norm (zero rows stay zero)."""
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)

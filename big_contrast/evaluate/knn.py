@@ -52,12 +52,8 @@ def knn_accuracy(
   Returns:
     {"top1", "top5" (only when C >= 10), "mean_per_class"} in [0, 1].
   """
-  train_x = _validate.as_features(train_x, "train_x")
-  test_x = _validate.as_features(test_x, "test_x")
-  _validate.check_same_dim(train_x, test_x, "train_x", "test_x")
-  train_y = _validate.as_labels(train_y, "train_y", train_x.shape[0], num_classes)
-  test_y = _validate.as_labels(test_y, "test_y", test_x.shape[0], num_classes)
-  num_classes = num_classes or _validate.infer_num_classes(train_y, test_y)
+  train_x, train_y, test_x, test_y, num_classes = _validate.train_test_classes(
+      train_x, train_y, test_x, test_y, num_classes)
   if not 1 <= k <= train_x.shape[0]:
     raise ValueError(
         f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")

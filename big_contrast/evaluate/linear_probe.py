@@ -155,12 +155,8 @@ def linear_probe(
      "l2": chosen strength,
      "sweep": {"l2": [...ascending], "val_top1": [...]} (empty lists when not swept)}.
   """
-  train_x = _validate.as_features(train_x, "train_x")
-  test_x = _validate.as_features(test_x, "test_x")
-  _validate.check_same_dim(train_x, test_x, "train_x", "test_x")
-  train_y = _validate.as_labels(train_y, "train_y", train_x.shape[0], num_classes)
-  test_y = _validate.as_labels(test_y, "test_y", test_x.shape[0], num_classes)
-  num_classes = num_classes or _validate.infer_num_classes(train_y, test_y)
+  train_x, train_y, test_x, test_y, num_classes = _validate.train_test_classes(
+      train_x, train_y, test_x, test_y, num_classes)
   l2_grid = np.sort(np.asarray(DEFAULT_L2_GRID if l2_grid is None else l2_grid, np.float64))[::-1]
   if l2_grid.ndim != 1 or l2_grid.size == 0 or np.any(l2_grid < 0):
     raise ValueError(f"l2_grid must be a non-empty list of strengths >= 0, got {l2_grid}.")
