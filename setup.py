@@ -25,6 +25,9 @@ setup(
         "einops>=0.8.0",
         "numpy>=1.26",
         "Pillow>=10.0",
+        # JPEG/PNG decode and resize on the host: several times faster than Pillow's
+        # resize at 224 px (tools/bench_data.py).
+        "opencv-python-headless>=4.10",
         "scikit-learn>=1.5",
         "sentencepiece>=0.2.0",
         "absl-py>=2.1",
@@ -38,5 +41,8 @@ setup(
         # TensorFlow is never needed; it only adds clu's TF-based metric writers
         # and TFDS's TF-backed datasets for users who want them.
         "tf": ["tensorflow>=2.16"],
+        # tools/bench_data.py: real photographs from scikit-image, and the tf.data
+        # pipeline it compares against (install in a separate environment).
+        "bench": ["scikit-image>=0.22", "tensorflow-cpu>=2.16", "array-record>=0.8.1"],
     },
 )

@@ -25,7 +25,7 @@ from flax import nnx
 from big_contrast import (checkpoint, config_lib, microbatch, models, objectives, optim,
                           sharding, writers)
 from big_contrast.models import pretrained
-from big_contrast.data import pipeline
+from big_contrast.data import device_augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 
 
@@ -82,8 +82,15 @@ def make_train_step(trainee: Trainee):
                      f"and cannot yet replay its dropout masks; use microbatches=1 or dropout 0")
 
   batch_sharding = sharding.batch_sharding(mesh)
+  # data.augment.device: the host only cropped and flipped; jitter, grayscale, blur
+  # and solarize run here, per example, keyed by the batch's `augment_seed`.
+  augment_cfg = config.data.get("augment", None) or {}
+  augment_on_device = config.task == "multiview" and bool(augment_cfg.get("device", False))
 
   def train_step(state, batch):
+    if augment_on_device:
+      batch = dict(batch, views=device_augment.photometric(
+          batch["views"], batch["augment_seed"], augment_cfg))
     kwargs = {}
     if dropout > 0:
       kwargs["dropout_key"] = jax.random.fold_in(jax.random.key(config.seed), state["step"])

@@ -40,8 +40,8 @@ def test_image_text_batches_have_documented_fields(cfg):
                                  tokenizer=TOK, text_max_len=48,
                                  process_index=0, process_count=1)
     batch = next(it)
-    assert batch["image"].shape == (16, 32, 32, 3) and batch["image"].dtype == np.float32
-    assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert batch["image"].shape == (16, 32, 32, 3) and batch["image"].dtype == np.uint8
+    assert batch["image"].max() > 128  # white strokes on black: the full 0..255 range
     assert batch["text"].shape == (16, 48) and batch["text"].dtype == np.int32
     assert batch["text_id"].dtype == np.int32 and (batch["text_id"] >= 0).all()
     assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from big_contrast import sharding
-from big_contrast.data import pipeline
+from big_contrast.data import augment, pipeline
 from big_contrast.evaluate import extract
+from big_contrast.models.layers import image_input
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,8 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
   data = dict(name="bc_digits", data_dir=str(tmp_path))
   mesh = sharding.make_mesh({"data": -1})
   w = jnp.asarray(np.random.default_rng(0).normal(size=(32 * 32 * 3, 5)), jnp.float32)
-  encode = jax.jit(lambda x: x.reshape(x.shape[0], -1) @ w,
+  # uint8 pixels in the models' [-1, 1] convention, as the towers see them.
+  encode = jax.jit(lambda x: image_input(x, jnp.float32).reshape(x.shape[0], -1) @ w,
                    out_shardings=sharding.batch_sharding(mesh))
   batches = pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size)
   got = extract.extract(lambda b: encode(b["image"]), batches, mesh, inputs=("image",))
@@ -31,7 +33,7 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
   for b in pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size):
     for i, m, x, y in zip(b["index"], b["mask"], b["image"], b["label"]):
       if m:
-        ref[int(i)] = (np.asarray(x).reshape(-1) @ np.asarray(w), y)
+        ref[int(i)] = (augment.to_unit_range(x).reshape(-1) @ np.asarray(w), y)
   np.testing.assert_allclose(got["features"], np.stack([ref[i][0] for i in range(297)]),
                              rtol=1e-4, atol=1e-3)
   np.testing.assert_array_equal(got["label"], [ref[i][1] for i in range(297)])

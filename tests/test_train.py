@@ -56,8 +56,15 @@ def _losses_on(config, devices, steps=3):
   return np.array(losses)
 
 
-@pytest.mark.parametrize("make_config", [clip_config.get_config, simclr_config.get_config],
-                         ids=["clip", "simclr"])
+def _simclr_device_augment(variant):
+  config = simclr_config.get_config(variant)
+  config.data.augment.update(device=True, jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5)
+  return config
+
+
+@pytest.mark.parametrize(
+    "make_config", [clip_config.get_config, simclr_config.get_config, _simclr_device_augment],
+    ids=["clip", "simclr", "simclr_device_augment"])
 def test_train_steps_match_on_1_and_8_devices(make_config, data_dir):
   config = tiny(make_config("digits"), data_dir)
   with jax.default_matmul_precision("highest"):

@@ -7,20 +7,31 @@ Builds (once, cached in --work_dir) a JPEG ArrayRecord dataset of random
 256-500 px crops of scikit-image's bundled photographs through
 ``convert_image_folder``, then measures on the same files, side by side:
 
-* ``grain``: ``pipeline.train_iterator(kind="multiview")``, two 224x224 views,
-  for ``crop_flip`` (random resized crop + flip only) and ``simclr`` (the full
-  augmentation set), with 0, 1 and 2 worker processes;
+* ``grain``: ``pipeline.train_iterator(kind="multiview")``, two 224x224
+  ``uint8`` views, for ``crop_flip`` (random resized crop + flip only),
+  ``simclr`` (the full augmentation set on the host) and ``simclr_device``
+  (the host part of ``augment.device=True``: crop + flip + a seed; the
+  photometric ops run in the train step), with 0 workers (reader threads in
+  this process) and 1 and 2 worker processes (one reader thread each, so each
+  worker is one core's work);
 * ``bare_loop``: the same decode + augment calls (``ExampleTransform.train``)
-  in a plain Python loop, one thread;
+  in a plain Python loop, one thread: the per-core rate;
+* ``device_augment``: the jitted ``device_augment.photometric`` on a batch of
+  views on this process's JAX backend (the CPU here), ms per example;
 * ``decoder``: decode + two crop/flip views to uint8 with several decoders
-  (PIL, PIL ``draft`` = JPEG DCT downscale-on-decode, simplejpeg, OpenCV);
+  and resizers (Pillow, Pillow ``draft`` = JPEG DCT downscale-on-decode,
+  simplejpeg if installed, OpenCV as the pipeline uses it);
 * ``tf_data``: the tf.data equivalent (``decode_jpeg``,
   ``sample_distorted_bounding_box``, ``resize``, ``random_flip_left_right``,
-  ``AUTOTUNE``), run in a child process of ``--tf_python`` (a separate venv
-  with tensorflow-cpu + array-record: TF is never in the core install).
+  ``AUTOTUNE``), with its natural float32 output and cast to uint8, and with
+  the fused ``decode_and_crop_jpeg``, run in a child process of
+  ``--tf_python`` (a separate environment with ``pip install
+  'big_contrast[bench]'``: TF is never in the core install).
 
-Rates are examples/s (one example = 2 views). The last line estimates host
-cores per TPU v5e chip at a ViT-B/16 step rate (assumptions in the line).
+Rates are examples/s (one example = 2 views). The ``targets`` line compares
+them; the ``v5e_estimate`` line turns the per-core rate into host cores per
+TPU v5e chip at a ViT-B/16 step rate (assumptions in the line). The machine is
+shared: each figure is the best of ``--repeats`` interleaved rounds.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import time
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 224
 CROP_FLIP = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+AUGMENTS = {"crop_flip": CROP_FLIP, "simclr": {}, "simclr_device": {"device": True}}
 
 
 def _emit(**fields) -> dict:
@@ -89,6 +101,8 @@ def tf_child(ds_dir: str, mode: str, seconds: float, batch: int) -> None:
 
     def finish(crop):
         x = tf.image.resize(crop, [SIZE, SIZE], method="bilinear")
+        if mode == "crop_flip_uint8":  # The bytes the grain pipeline ships.
+            return tf.cast(tf.round(tf.image.random_flip_left_right(x)), tf.uint8)
         x = tf.image.random_flip_left_right(x) / 255.0
         if mode == "simclr":
             x = tf.cond(tf.random.uniform([]) < 0.8, lambda: jitter(x), lambda: x)
@@ -181,16 +195,19 @@ def build_dataset(work_dir: str, num_images: int, seed: int = 0) -> str:
 def bench_grain(ds: str, aug: str, workers: int, seconds: float, batch: int) -> dict:
     from big_contrast.data import pipeline
 
+    # Workers each read with one thread: one worker is one core's work, so the
+    # 1 -> 2 worker ratio is the process scaling. In-process, 8 threads.
     cfg = dict(name=ds, image_size=SIZE, num_views=2, worker_count=workers,
-               augment=CROP_FLIP if aug == "crop_flip" else {})
+               read_threads=1 if workers else 8, augment=AUGMENTS[aug])
     it = pipeline.train_iterator(cfg, kind="multiview", global_batch_size=batch, seed=0,
                                  process_index=0, process_count=1)
     try:
-        result = _time_batches(it, batch, seconds)
+        # Workers need a few seconds to spawn and import before they deliver.
+        result = _time_batches(it, batch, seconds, warmup=6.0 if workers else 2.0)
     finally:
         if hasattr(it, "close"):
             it.close()
-    return _emit(kind="grain", aug=aug, workers=workers, **result)
+    return dict(kind="grain", aug=aug, workers=workers, **result)
 
 
 def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
@@ -202,8 +219,7 @@ def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
     source, features = open_split(ds, "train", None)
     source = PositionedSource(source)
     ex = ExampleTransform(kind="multiview", features=features, image_size=SIZE, num_views=2,
-                          augment=CROP_FLIP if aug == "crop_flip" else {}, tokenizer=None,
-                          text_max_len=0)
+                          augment=AUGMENTS[aug], tokenizer=None, text_max_len=0)
     rng = np.random.default_rng(0)
 
     def loop():
@@ -212,20 +228,40 @@ def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
             yield ex.train(source[i % len(source)], rng)
             i += 1
 
-    return _emit(kind="bare_loop", aug=aug, **_time_batches(loop(), 1, seconds))
+    return dict(kind="bare_loop", aug=aug, **_time_batches(loop(), 1, seconds))
+
+
+def bench_device_augment(seconds: float, batch: int) -> dict:
+    import jax
+    import numpy as np
+
+    from big_contrast.data import device_augment
+
+    views = np.random.default_rng(0).integers(0, 256, (batch, 2, SIZE, SIZE, 3), np.uint8)
+    seeds = np.arange(batch, dtype=np.uint32)
+    fn = jax.jit(lambda v, s: device_augment.photometric(v, s, {}))
+    views, seeds = jax.device_put(views), jax.device_put(seeds)
+    fn(views, seeds).block_until_ready()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        fn(views, seeds).block_until_ready()
+        n += batch
+    dt = time.perf_counter() - t0
+    return dict(kind="device_augment", backend=jax.default_backend(),
+                device=str(jax.devices()[0].device_kind), batch=batch,
+                ms_per_example=round(1000 * dt / n, 3), examples_per_s=round(n / dt, 1))
 
 
 def _decoders():
     """name -> fn(bytes, rng) -> uint8 [2, 224, 224, 3] (decode, 2 crops, flips)."""
+    import cv2
     import numpy as np
     from PIL import Image
 
-    from big_contrast.data.augment import random_crop_box
-
-    sys.path.append("/work/bench_extra")  # simplejpeg / opencv, outside the core venv
+    from big_contrast.data import augment
 
     def boxes(w, h, rng):
-        return [random_crop_box(w, h, rng, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2)]
+        return [augment.random_crop_box(w, h, rng, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2)]
 
     def pil_views(img, bxs, rng, full_size=None):
         sx, sy = (1.0, 1.0) if full_size is None else (
@@ -254,44 +290,32 @@ def _decoders():
         img.load()
         return pil_views(img, bxs, rng, full_size=(w, h))
 
-    def pil_draft_2x(data, rng):
-        # Allows up to 2x upsampling after the scaled decode (slight blur).
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        bxs = boxes(w, h, rng)
-        smallest = min(min(r - l, b - t) for l, t, r, b in bxs)
-        k = max(1, int(2 * smallest // SIZE))
-        img.draft("RGB", (w // k, h // k))
-        img.load()
-        return pil_views(img, bxs, rng, full_size=(w, h))
+    def cv_views(x, rng, interpolation=None):
+        h, w = x.shape[:2]
+        out = []
+        for box in boxes(w, h, rng):
+            if interpolation is None:  # What the pipeline does: area when shrinking.
+                v = augment.resized_crop(x, box, SIZE)
+            else:
+                l, t, r, b = box
+                v = cv2.resize(x[t:b, l:r], (SIZE, SIZE), interpolation=interpolation)
+            out.append(v[:, ::-1] if rng.random() < 0.5 else v)
+        return np.stack(out)
 
-    found = {"pil": pil, "pil_draft": pil_draft, "pil_draft_2x": pil_draft_2x}
+    found = {
+        "pil": pil,
+        "pil_draft": pil_draft,
+        "opencv_bilinear": lambda d, rng: cv_views(augment.decode(d), rng, cv2.INTER_LINEAR),
+        "opencv_area_or_bilinear (pipeline)": lambda d, rng: cv_views(augment.decode(d), rng),
+    }
     try:
         import simplejpeg
 
         def sj(data, rng):
             x = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
-            img = Image.fromarray(x)
-            return pil_views(img, boxes(*img.size, rng), rng)
+            return cv_views(x, rng)
 
-        found["simplejpeg_fast+pil_resize"] = sj
-    except ImportError:
-        pass
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-
-        def cv(data, rng):
-            x = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            h, w = x.shape[:2]
-            out = []
-            for l, t, r, b in boxes(w, h, rng):
-                v = cv2.resize(x[t:b, l:r], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
-                out.append(v[:, ::-1] if rng.random() < 0.5 else v)
-            return np.stack(out)[..., ::-1]
-
-        found["opencv"] = cv
+        found["simplejpeg_fast+opencv"] = sj
     except ImportError:
         pass
     return found
@@ -314,30 +338,61 @@ def bench_decoders(ds: str, seconds: float) -> list[dict]:
                 yield fn(blobs[i % len(blobs)], rng)
                 i += 1
 
-        results.append(_emit(kind="decoder", decoder=name, output="uint8 [2,224,224,3]",
-                             **_time_batches(loop(), 1, seconds, warmup=0.5)))
-    # Cost of the float32 [-1, 1] conversion the pipeline does per example.
+        results.append(dict(kind="decoder", decoder=name, output="uint8 [2,224,224,3]",
+                            **_time_batches(loop(), 1, seconds, warmup=0.5)))
+    # What a float32 [-1, 1] host output would add per example (the pipeline
+    # ships uint8 and the model converts on the device).
     x = np.zeros((2, SIZE, SIZE, 3), np.uint8)
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < 1.0:
         ((x.astype(np.float32) * (1 / 255.0) - 0.5) / 0.5).astype(np.float32)
         n += 1
-    results.append(_emit(kind="float_convert", ms_per_example=round(
+    results.append(dict(kind="float_convert", ms_per_example=round(
         1000 * (time.perf_counter() - t0) / n, 3)))
     return results
 
 
-def bench_tf(tf_python: str, ds: str, mode: str, seconds: float, batch: int) -> dict | None:
-    if not os.path.exists(tf_python):
-        return _emit(kind="tf_data", mode=mode, error=f"no TensorFlow python at {tf_python}")
+def bench_tf(tf_python: str, ds: str, mode: str, seconds: float, batch: int) -> dict:
+    if not tf_python or not os.path.exists(tf_python):
+        return dict(kind="tf_data", mode=mode,
+                    error=f"no TensorFlow python (--tf_python={tf_python!r})")
     cmd = [tf_python, os.path.abspath(__file__), "--tf_child", ds, "--tf_mode", mode,
            "--seconds", str(seconds), "--batch", str(batch)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode or not lines:
-        return _emit(kind="tf_data", mode=mode, error=proc.stderr[-500:])
-    return _emit(kind="tf_data", mode=mode, **json.loads(lines[-1]))
+        return dict(kind="tf_data", mode=mode, error=proc.stderr[-500:])
+    return dict(kind="tf_data", mode=mode, **json.loads(lines[-1]))
+
+
+def _best(rows: list[dict], **match) -> float | None:
+    rates = [r["examples_per_s"] for r in rows
+             if "examples_per_s" in r and all(r.get(k) == v for k, v in match.items())]
+    return max(rates) if rates else None
+
+
+def _targets(rows: list[dict]) -> dict:
+    """The issue's three throughput targets, from the best round of each figure."""
+    out = {}
+    tf_best = max((r for r in (_best(rows, kind="tf_data", mode=m) for m in
+                              ("crop_flip", "crop_flip_uint8", "crop_flip_fused")) if r),
+                  default=None)
+    for aug in AUGMENTS:
+        g = {w: _best(rows, kind="grain", aug=aug, workers=w) for w in (0, 1, 2)}
+        bare = _best(rows, kind="bare_loop", aug=aug)
+        entry = {"grain_best": max((v for v in g.values() if v), default=None)}
+        tf_ref = tf_best if aug == "crop_flip" else _best(rows, kind="tf_data", mode="simclr")
+        if entry["grain_best"] and tf_ref:
+            entry["vs_tf_data"] = round(entry["grain_best"] / tf_ref, 2)
+        if g[0] and bare:
+            entry["overhead_vs_bare_loop_at_0_workers"] = round(1 - g[0] / bare, 3)
+        if g[1] and g[2]:
+            entry["workers_2_over_1"] = round(g[2] / g[1], 2)
+        out[aug] = entry
+    return dict(kind="targets", tf_data_crop_flip_best=tf_best,
+                goals="vs_tf_data >= 1.5 (crop_flip); overhead <= 0.15; workers_2_over_1 >= 1.7",
+                **out)
 
 
 def main(argv=None) -> None:
@@ -345,10 +400,14 @@ def main(argv=None) -> None:
     parser.add_argument("--work_dir", default="/tmp/bench_data")
     parser.add_argument("--num_images", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="interleaved rounds; each figure is its best round")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--tf_python", default="/work/tfbench_venv/bin/python")
-    parser.add_argument("--only", default="decoders,bare,grain,tf",
-                        help="comma list of: decoders, bare, grain, tf")
+    parser.add_argument("--tf_python", default=os.environ.get("BENCH_TF_PYTHON", ""),
+                        help="python of an environment with big_contrast[bench] installed")
+    parser.add_argument("--only", default="decoders,bare,grain,tf,device",
+                        help="comma list of: decoders, bare, grain, tf, device")
+    parser.add_argument("--augs", default=",".join(AUGMENTS))
     parser.add_argument("--tf_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tf_mode", default="crop_flip", help=argparse.SUPPRESS)
     # v5e estimate: ViT-B/16 at 224 ~17.6 GFLOPs forward/image, x3 for training.
@@ -361,32 +420,47 @@ def main(argv=None) -> None:
         return
     sys.path.insert(0, _ROOT)
     only = set(args.only.split(","))
+    augs = args.augs.split(",")
     _emit(kind="machine", cpus=os.cpu_count(), load_avg=os.getloadavg())
     ds = build_dataset(args.work_dir, args.num_images)
     results = []
-    if "decoders" in only:
-        results += bench_decoders(ds, args.seconds)
-    for aug in ("crop_flip", "simclr"):
-        if "bare" in only:
-            results.append(bench_bare_loop(ds, aug, args.seconds))
-        if "grain" in only:
-            for workers in (0, 1, 2):
-                results.append(bench_grain(ds, aug, workers, args.seconds, args.batch))
-        if "tf" in only:
-            for mode in (["crop_flip", "crop_flip_fused"] if aug == "crop_flip" else ["simclr"]):
-                results.append(bench_tf(args.tf_python, ds, mode, args.seconds, args.batch))
-    grain1 = [r for r in results if r.get("kind") == "grain" and r["aug"] == "crop_flip"]
-    if grain1:
-        best = max(r["examples_per_s"] for r in grain1)
-        per_core = best / (os.cpu_count() or 1)
+
+    def record(row: dict) -> None:
+        results.append(_emit(round=rnd, **row))
+
+    for rnd in range(args.repeats):
+        if "decoders" in only:
+            for row in bench_decoders(ds, args.seconds):
+                record(row)
+        for aug in augs:
+            if "bare" in only:
+                record(bench_bare_loop(ds, aug, args.seconds))
+            if "grain" in only:
+                for workers in (0, 1, 2):
+                    record(bench_grain(ds, aug, workers, args.seconds, args.batch))
+            if "tf" in only and aug != "simclr_device":
+                modes = (["crop_flip", "crop_flip_uint8", "crop_flip_fused"]
+                         if aug == "crop_flip" else ["simclr"])
+                for mode in modes:
+                    record(bench_tf(args.tf_python, ds, mode, args.seconds, args.batch))
+        if "device" in only:
+            record(bench_device_augment(args.seconds, args.batch))
+    _emit(**_targets(results))
+    per_core = _best(results, kind="bare_loop", aug="crop_flip")
+    if per_core:
         views_per_chip = args.v5e_peak_tflops * 1e3 * args.mfu / args.vit_train_gflops_per_view
-        _emit(kind="v5e_estimate", best_crop_flip_examples_per_s=best,
-              per_core_examples_per_s=round(per_core, 1),
-              chip_needs_examples_per_s=round(views_per_chip / 2, 1),
-              host_cores_per_chip=round(views_per_chip / 2 / per_core, 1),
-              assumptions=f"ViT-B/16 224px, {args.vit_train_gflops_per_view} GFLOPs/view "
-                          f"train, {args.mfu:.0%} MFU of {args.v5e_peak_tflops} TFLOPs, "
-                          "2 views/example; v5e hosts have 28 vCPU (14 cores) per chip")
+        row = dict(kind="v5e_estimate", per_core_examples_per_s=per_core,
+                   chip_needs_examples_per_s=round(views_per_chip / 2, 1),
+                   host_cores_per_chip_crop_flip=round(views_per_chip / 2 / per_core, 2))
+        for aug in ("simclr", "simclr_device"):
+            rate = _best(results, kind="bare_loop", aug=aug)
+            if rate:
+                row[f"host_cores_per_chip_{aug}"] = round(views_per_chip / 2 / rate, 2)
+        _emit(**row, assumptions=(
+            f"per core = the one-thread bare loop; ViT-B/16 224px, "
+            f"{args.vit_train_gflops_per_view} GFLOPs/view train, {args.mfu:.0%} MFU of "
+            f"{args.v5e_peak_tflops} TFLOPs, 2 views/example; v5e hosts have 224 vCPU "
+            "(112 cores) for 8 chips"))
     _emit(kind="machine_end", load_avg=os.getloadavg())
 
 

@@ -1,5 +1,10 @@
 """One raw TFDS record -> one model example: decode, augment, tokenize.
 
+Images come out as ``uint8`` (``image`` [S, S, 3] or ``views`` [V, S, S, 3]);
+the model maps them to [-1, 1] on the device. With ``augment.device`` a
+multiview example also carries ``augment_seed`` (uint32) for the train step's
+photometric ops.
+
 ``ExampleTransform.train(record, rng)`` and ``.eval(record)`` return dicts of
 NumPy arrays (``image`` or ``views``, ``text``, ``text_id``, ``label`` /
 ``labels``, ``index``, ``skipped``; eval adds ``mask``), or ``None`` when
@@ -11,13 +16,11 @@ This module knows nothing about grain's dataset graph, hosts or models.
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from big_contrast.data import augment as augment_lib
 from big_contrast.data.tokenizer import Tokenizer
@@ -72,13 +75,8 @@ class ExampleTransform:
                 raise ValueError("kind='image_text' needs a tokenizer "
                                  "(big_contrast.data.tokenizer.make_tokenizer).")
 
-    def _decode(self, record) -> Image.Image | None:
-        try:
-            img = Image.open(io.BytesIO(record[self.image_key]))
-            img.load()
-            return img.convert("RGB") if img.mode != "RGB" else img
-        except Exception:  # noqa: BLE001 - PIL raises many types for bad data.
-            return None
+    def _decode(self, record) -> np.ndarray | None:
+        return augment_lib.decode(record[self.image_key])
 
     def _fields(self, record, pixels: np.ndarray) -> dict[str, np.ndarray]:
         out = {"index": np.int32(record["position"]), "skipped": np.int32(0)}
@@ -118,7 +116,11 @@ class ExampleTransform:
             pixels = self.augment.simclr_views(img, rng, self.size, self.num_views)
         else:
             pixels = self.augment.clip_train(img, rng, self.size)
-        return self._fields(record, pixels)
+        out = self._fields(record, pixels)
+        if self.kind == "multiview" and self.augment.on_device:
+            # The device ops' randomness, from this example's RNG: (seed, example, epoch).
+            out["augment_seed"] = np.uint32(rng.integers(2**32, dtype=np.uint64))
+        return out
 
     def eval(self, record):
         if self.kind == "text":

@@ -17,13 +17,18 @@ hosts or workers; the returned ``grain.DatasetIterator`` has
 
 Batches are dicts of host NumPy arrays (leading dim = host batch size ``b``):
 
-* ``image_text``: ``image`` f32 [b, S, S, 3] in [-1, 1], ``text`` i32 [b, L],
+* ``image_text``: ``image`` u8 [b, S, S, 3], ``text`` i32 [b, L],
   ``text_id`` i32 [b] (crc32 of the caption, 31 bits: equal captions are
   positives), ``label`` i32 [b] and/or ``labels`` i32 [b, C] when present.
-* ``multiview``: ``views`` f32 [b, V, S, S, 3], ``label`` / ``labels``.
-* ``image``: ``image`` f32 [b, S, S, 3], ``label`` / ``labels``.
+* ``multiview``: ``views`` u8 [b, V, S, S, 3], ``label`` / ``labels``; with
+  ``augment.device`` also ``augment_seed`` u32 [b], and the views are only
+  cropped and flipped (``big_contrast.data.device_augment`` does the rest).
+* ``image``: ``image`` u8 [b, S, S, 3], ``label`` / ``labels``.
 * ``text``: ``text`` i32 [b, L] (the ``data.text_key`` feature, tokenized), and
   ``doc`` i32 [b] / ``label`` when present (SimCSE; no augmentation).
+* Images are ``uint8`` RGB: a quarter of float32's bytes through worker
+  queues and onto the device; models map them to [-1, 1] themselves
+  (``big_contrast.models.layers.image_input``).
 * always: ``index`` i32 [b] (the record's position in its split) and
   ``skipped`` i32 [b]: how many undecodable records were dropped just before
   each example, so ``batch["skipped"].sum()`` is this batch's ``data/skipped``

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from big_contrast import evaluate, losses
-from big_contrast.data import pipeline
+from big_contrast.data import augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.evaluate import extract as extract_lib
 
@@ -73,7 +73,7 @@ def raw_pixels(config, split: str) -> dict[str, np.ndarray]:
   for b in pipeline.eval_batches(config.data, split, kind="image",
                                  batch_size=config.eval.batch_size):
     m = b["mask"].astype(bool)
-    images = b["image"][m]
+    images = augment.to_unit_range(b["image"][m])  # the models' [-1, 1] input range
     if size:
       n, h, w, c = images.shape
       if h % size or w % size:

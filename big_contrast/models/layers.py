@@ -111,3 +111,16 @@ def dtype_from_name(name: str):
   except KeyError:
     raise ValueError(
         f"config.model.dtype={name!r}: expected float32, bfloat16 or float16") from None
+
+
+def image_input(images: jax.Array, dtype) -> jax.Array:
+  """Pixels as the towers read them: `uint8` [0, 255] → [-1, 1] in `dtype`.
+
+  The input pipeline ships `uint8` (a quarter of float32's bytes to the device)
+  and this is where it becomes the models' [-1, 1] convention. Floating inputs
+  are taken to be in [-1, 1] already (on-device augmentation, callers' own
+  arrays) and are only cast.
+  """
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    images = images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+  return images.astype(dtype)

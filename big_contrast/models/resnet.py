@@ -160,7 +160,7 @@ class ResNet(nnx.Module):
     self.width = in_ch
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    x = self.stem(images.astype(self.dtype))
+    x = self.stem(layers.image_input(images, self.dtype))
     x = jax.nn.relu(self.stem_norm(x, train))
     if self.stem_kind == "imagenet":
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")

@@ -95,7 +95,7 @@ class ViT(nnx.Module):
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     del train  # no batch-dependent layers or dropout
-    x = self.embed(images.astype(self.dtype))
+    x = self.embed(layers.image_input(images, self.dtype))
     b, h, w, c = x.shape
     x = x.reshape(b, h * w, c) + self.pos[...].astype(self.dtype)
     if self.pool == "cls":
