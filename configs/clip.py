@@ -5,10 +5,18 @@ Supervision". Variants:
 
   digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
   tiny     smaller still: B = 128, 150 steps (under a minute on a 2-core CPU);
-  vit_b16  the paper's ViT-B/16 recipe: B = 32,768, AdamW(β2 = 0.98, wd 0.2),
-           lr 5e-4 with 2,000 warm-up steps + cosine, 32 epochs of 400M pairs,
-           learnable temperature from 0.07 (clipped at 0.01), text Transformer
-           512 wide, 12 deep, 8 heads, 77 tokens, causal, EOS pooling.
+  vit_b16  the paper's ViT-B/16 recipe: B = 32,768, AdamW(β2 = 0.98, ε = 1e-6,
+           decoupled wd 0.2), lr 5e-4 with 2,000 warm-up steps + cosine, 32 epochs
+           of 400M pairs, learnable temperature from 0.07 (clipped at 0.01, i.e.
+           logits scaled by at most 100), 512-d embeddings, text Transformer 512
+           wide, 12 deep, 8 heads, 77 tokens, causal, EOS pooling; a random square
+           crop is the only augmentation.
+
+Sources for vit_b16 (Radford et al., 2021): §2.4-2.5 and Appendix F, Tables 18
+(shared hyper-parameters) and 20 (per-ViT learning rate, widths, depths).
+Unverified: the crop's area range (0.9-1.0; the paper says only "a random
+square crop from resized images"), grad_clip_norm = 1.0 (not in the paper) and
+the blockwise-ring block size (ours, not the paper's).
 
   python -m big_contrast.train --config=configs/clip.py:digits --workdir=/tmp/clip
 """
@@ -112,21 +120,28 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.data.name = config_dict.placeholder(str)    # your converted image-text dataset dir
     c.data.image_size = 224
     c.data.worker_count = 16
+    # §2.5: "a random square crop from resized images" is the only augmentation
+    # (square → ratio 1; the area range is unverified).
     c.data.augment = ml_collections.ConfigDict(
-        {"clip_crop_scale": (0.9, 1.0), "crop_ratio": (0.75, 1.333), "clip_flip_prob": 0.0})
+        {"clip_crop_scale": (0.9, 1.0), "crop_ratio": (1.0, 1.0), "clip_flip_prob": 0.0})
+    # §2.4 caps captions at 76 BPE tokens; the released tokenizer's context of 77
+    # counts the start and end tokens (openai/CLIP clip/clip.py, tokenize()).
     c.text.max_len = 77
     c.text.tokenizer = config_dict.placeholder(str)  # a SentencePiece .model
     c.model.dtype = "bfloat16"
     c.model.remat = True
-    c.model.embed_dim = 512
+    c.model.embed_dim = 512                   # Table 20: embedding dimension 512
     c.model.image = ml_collections.ConfigDict(dict(
         name="vit", image_size=224, variant="B/16", posemb="learn", pool="cls"))
+    # Table 20: text 12 layers, width 512, 8 heads (§2.4: causal mask, [EOS] pooled).
     c.model.text = ml_collections.ConfigDict(dict(
         width=512, depth=12, heads=8, mlp_dim=2048, causal=True, pool="eos"))
     c.loss.identical_texts_positive = False
     c.loss.block_size = 1024
-    c.batch_size = 32_768
-    c.total_steps = 390_625      # 32 epochs of 400M pairs (12.8B seen), as in the paper
+    c.batch_size = 32_768        # Table 18
+    c.total_steps = 390_625      # Table 18: 32 epochs of 400M pairs (12.8B seen)
+    # Table 18: Adam with decoupled weight decay 0.2, β1 0.9, β2 0.98 and ε 1e-6
+    # (ViT), 2,000 warm-up iterations, cosine decay; Table 20: lr 5e-4 for ViT-B/16.
     c.optim = ml_collections.ConfigDict(dict(
         lr=5e-4, warmup_steps=2_000, weight_decay=0.2, b1=0.9, b2=0.98, eps=1e-6,
         grad_clip_norm=1.0, end_lr_fraction=0.0))

@@ -10,6 +10,13 @@ configs/simclr.py. Variants:
             square-root scaling for small batches (lr 0.075·√B = 1.2),
             weight decay 1e-6, temperature 0.1.
 
+Sources for resnet50: Yeh et al., 2022 (arXiv 2110.06848), abstract: SimCLR with
+DCL on ImageNet-1K at batch 256 for 200 epochs. The square-root rule is
+SimCLR's for small batches (Chen et al., 2020, App. B.1; google-research/simclr
+README: lr 0.075 with learning_rate_scaling=sqrt). Unverified (no copy of the
+paper's training details or code was found): the learning rate, the weight
+decay, the warm-up and the temperature 0.1.
+
   python -m big_contrast.train --config=configs/dcl.py:tiny --workdir=/tmp/dcl
 """
 import math
@@ -25,9 +32,9 @@ def get_config(arg: str = "tiny"):
   c = config_lib.sibling_config(__file__, "simclr.py", arg)
   c.loss.name = "dcl"
   if arg == "resnet50":
-    c.batch_size = 256
-    c.total_steps = 1_000_800     # 200 epochs of ImageNet-1k at B = 256
-    c.optim.lr = 0.075 * math.sqrt(c.batch_size)
-    c.optim.warmup_steps = 50_040  # 10 epochs
-    c.loss.temperature = 0.1
+    c.batch_size = 256              # abstract: batch 256
+    c.total_steps = 1_000_913       # abstract: 200 epochs (1,281,167·200 // 256 + 1)
+    c.optim.lr = 0.075 * math.sqrt(c.batch_size)   # SimCLR's sqrt rule; unverified for DCL
+    c.optim.warmup_steps = 50_045   # 10 epochs; unverified
+    c.loss.temperature = 0.1        # unverified
   return c

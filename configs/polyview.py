@@ -9,6 +9,12 @@ as positives. Built on configs/simclr.py. Variants:
             B = 256 examples, 128 epochs, SimCLR augmentations and BN head, LARS
             (lr 0.3·(B·M)/256, weight decay 1e-6), temperature 0.1.
 
+Sources for resnet50: Shidani et al., ICLR 2024 (arXiv 2403.05490), abstract:
+poly-view models on ImageNet-1k at batch size 256 for 128 epochs. Unverified (the
+paper's appendix and code were not reachable): M = 8, the optimizer, learning
+rate and its scaling with B·M, weight decay, warm-up and temperature; they are
+SimCLR's ResNet-50 settings (configs/simclr.py) carried over.
+
   python -m big_contrast.train --config=configs/polyview.py:tiny --workdir=/tmp/polyview
 """
 from big_contrast import config_lib
@@ -27,10 +33,10 @@ def get_config(arg: str = "tiny"):
     c.data.num_views = 4
     c.batch_size = 64
   else:
-    c.data.num_views = 8
-    c.batch_size = 256
-    c.total_steps = 640_600       # 128 epochs of ImageNet-1k at B = 256 examples
-    c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256
-    c.optim.warmup_steps = 50_040  # 10 epochs
-    c.loss.temperature = 0.1
+    c.data.num_views = 8          # unverified
+    c.batch_size = 256            # abstract: batch size 256
+    c.total_steps = 640_584       # abstract: 128 epochs (1,281,167·128 // 256 + 1)
+    c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256   # unverified
+    c.optim.warmup_steps = 50_045  # 10 epochs; unverified
+    c.loss.temperature = 0.1      # unverified
   return c

@@ -7,10 +7,24 @@ Variants:
   resnet50 the paper's ResNet-50 recipe: B = 4,096, LARS with lr 0.3·B/256 = 4.8,
            weight decay 1e-6, 10 warm-up epochs then cosine over 100 ImageNet epochs,
            temperature 0.1, 2-layer projection head (2048 → 128) with BatchNorm;
-  vit_b16  ViT-B/16 at B = 4,096, temperature 0.1, AdamW (wd 0.1) with lr
+  vit_b16  ViT-B/16 at B = 4,096, temperature 0.2, AdamW (wd 0.1) with lr
            1.5e-4·B/256, 40 warm-up epochs and cosine decay over 300 ImageNet
-           epochs: the ViT recipe of Chen, Xie & He, 2021 ("An Empirical Study of
-           Training Self-Supervised Vision Transformers"), with the NT-Xent loss.
+           epochs, 3-layer BN projection head (4096 → 256): the ViT recipe of Chen,
+           Xie & He, 2021 ("An Empirical Study of Training Self-Supervised Vision
+           Transformers", MoCo v3), with the NT-Xent loss.
+
+Sources. resnet50: Chen et al., 2020, §2.3 ("default setting") and App. B.1, and
+the v1 code google-research/simclr (run.py flag defaults: lr 0.3 per 256 scaled
+linearly, 10 warm-up epochs, wd 1e-6, temperature 0.1, LARS momentum 0.9,
+colour-jitter strength 1.0, blur on; model_util.py: step counts, LARS excludes
+BN and biases from decay, BN in every head layer; data_util.py: crop 0.08-1,
+blur σ 0.1-2.0 with p 0.5). vit_b16: facebookresearch/moco-v3, CONFIG.md (ViT-Base:
+AdamW, lr 1.5e-4 per 256, wd 0.1, 300 epochs, 40 warm-up, T = 0.2, B = 4,096),
+main_moco.py (linear lr scaling; 256-d output, 4096 hidden) and moco/builder.py
+(3-layer projector, BN after each hidden layer). Deviations in vit_b16: MoCo v3
+adds a momentum encoder and predictor, freezes the patch projection and uses
+BYOL's asymmetric augmentations; we keep SimCLR's symmetric ones, and
+grad_clip_norm = 1.0 is ours (MoCo v3 does not clip).
 
   python -m big_contrast.train --config=configs/simclr.py:digits --workdir=/tmp/simclr
 """
@@ -115,12 +129,14 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.model.head_batch_norm = True
     c.model.image = ml_collections.ConfigDict(dict(
         name="resnet", depth=50, norm="batch", stem="imagenet"))
-    c.loss.temperature = 0.1
+    c.loss.temperature = 0.1      # run.py --temperature default (paper Table 5: best τ)
     c.batch_size = 4096
-    c.total_steps = 31_280        # 100 epochs of ImageNet-1k (1,281,167 images)
+    # 100 epochs of ImageNet-1k (1,281,167 images): N·epochs // B + 1, as in
+    # model_util.get_train_steps; warm-up 10 epochs = 10·N // B.
+    c.total_steps = 31_279
     # LARS is built by big_contrast.optim.make_optimizer (config.optim.name).
     c.optim = ml_collections.ConfigDict(dict(
-        name="lars", lr=0.3 * c.batch_size / 256, warmup_steps=3_128, weight_decay=1e-6,
+        name="lars", lr=0.3 * c.batch_size / 256, warmup_steps=3_127, weight_decay=1e-6,
         momentum=0.9, trust_coefficient=0.001, grad_clip_norm=0.0, end_lr_fraction=0.0))
     c.log_every = 100
     c.ckpt_every = 2_500
@@ -135,17 +151,23 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
         jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.0))
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    # moco-v3 main_moco.py: --moco-dim 256, --moco-mlp-dim 4096; moco/builder.py:
+    # 3-layer projector with BatchNorm after each hidden layer.
     c.model.embed_dim = 256
     c.model.head_hidden = 4096
     c.model.head_layers = 3
+    c.model.head_batch_norm = True
     c.model.image = ml_collections.ConfigDict(dict(
         name="vit", image_size=224, variant="B/16", posemb="sincos2d", pool="cls"))
-    c.loss.temperature = 0.1
+    c.loss.temperature = 0.2      # moco-v3 CONFIG.md, ViT-Base: --moco-t=.2
     c.batch_size = 4096
-    c.total_steps = 93_750        # 300 epochs of ImageNet-1k
+    # 300 epochs of ImageNet-1k (N·300 // B + 1); warm-up 40 epochs (40·N // B).
+    c.total_steps = 93_836
+    # CONFIG.md, ViT-Base: AdamW, lr 1.5e-4 per 256 (×4096/256 = 2.4e-3), wd 0.1;
+    # torch AdamW's default betas and ε.
     c.optim = ml_collections.ConfigDict(dict(
-        lr=2.4e-3, warmup_steps=12_500, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip_norm=1.0, end_lr_fraction=0.0))
+        lr=1.5e-4 * c.batch_size / 256, warmup_steps=12_511, weight_decay=0.1, b1=0.9,
+        b2=0.999, eps=1e-8, grad_clip_norm=1.0, end_lr_fraction=0.0))
     c.log_every = 100
     c.ckpt_every = 2_500
     c.eval.baselines = False
