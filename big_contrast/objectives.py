@@ -65,7 +65,8 @@ def _per_device_loss(loss_cfg, axis_name) -> Callable[..., jax.Array]:
     def fn(out, batch):
       return losses.soft_contrastive_loss(
           out["z"][:, 0], out["z"][:, 1], _labels(batch, loss_cfg), temperature=t,
-          similarity=loss_cfg.get("similarity", "cosine"), axis_name=axis_name)
+          similarity=loss_cfg.get("similarity", "cosine"),
+          soft_weight=loss_cfg.get("soft_weight", 0.5), axis_name=axis_name)
   elif name == "simcse":
     # Unsupervised SimCSE (Gao et al., 2021): InfoNCE between a sentence's two
     # dropout views, the other sentences of the global batch as negatives. The

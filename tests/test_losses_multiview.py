@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from big_contrast import losses
+from big_contrast.losses import soft
 from test_losses_support import (DEVICE_COUNTS, GLOBAL_B, assert_close_to_reference,
                                  assert_finite, normalized, sharded)
 
@@ -82,16 +83,47 @@ def debiased_reference(z, temperature, tau_plus, beta):
 
 
 def polyview_reference(z, temperature, variant):
-  s, positive, negative, _ = _flat(z, temperature)
-  if variant == "arithmetic":
-    rho = jnp.log(_mean_where(jnp.exp(s), positive))
-  else:
-    rho = _mean_where(s, positive)
-  neg = jnp.sum(jnp.where(negative, jnp.exp(s), 0.0), axis=1)
-  return jnp.mean(-jnp.log(jnp.exp(rho) / (jnp.exp(rho) + neg)))
+  """The paper's pseudo-code, literally: for each anchor view α and sibling β ≠ α a
+  cross-entropy over all views of all samples, the anchor's own sample's views
+  other than β masked out; aggregated over β by arithmetic or geometric mean."""
+  b, m, _ = z.shape
+  s = jnp.einsum("imd,jnd->imnj", z, z) / temperature          # [b, m, m, b]
+  eye = jnp.eye(b, dtype=bool)
+  per_alpha = []
+  for alpha in range(m):
+    per_beta = []
+    for beta in range(m):
+      if beta == alpha:
+        continue
+      drop = eye[:, None, :] & (jnp.arange(m) != beta)[None, :, None]   # [b, m, b]
+      logits = jnp.where(drop, -jnp.inf, s[:, alpha]).reshape(b, m * b)
+      target = beta * b + jnp.arange(b)
+      log_p = jax.nn.log_softmax(logits, axis=-1)[jnp.arange(b), target]
+      per_beta.append(-log_p)
+    losses_ab = jnp.stack(per_beta, axis=-1)                      # [b, m-1]
+    if variant == "arithmetic":
+      per_alpha.append(-jnp.log(jnp.mean(jnp.exp(-losses_ab), axis=-1)))
+    else:
+      per_alpha.append(jnp.mean(losses_ab, axis=-1))
+  return jnp.mean(jnp.stack(per_alpha))
 
 
-def soft_reference(za, zb, labels, temperature, similarity):
+def polyview_numpy_loop(z, temperature, variant):
+  """Value only, float64 NumPy: ℓ_αβ = log(e^{s_αβ} + S_N) - s_αβ per anchor view."""
+  b, m, _ = z.shape
+  flat = z.reshape(b * m, -1)
+  s = flat @ flat.T / temperature
+  sample = np.repeat(np.arange(b), m)
+  total = 0.0
+  for a in range(b * m):
+    s_n = np.exp(s[a, sample != sample[a]]).sum()
+    sib = [c for c in range(b * m) if sample[c] == sample[a] and c != a]
+    ell = np.array([np.log(np.exp(s[a, c]) + s_n) - s[a, c] for c in sib])
+    total += ell.mean() if variant == "geometric" else -np.log(np.mean(np.exp(-ell)))
+  return total / (b * m)
+
+
+def soft_reference(za, zb, labels, temperature, similarity, soft_weight=0.5):
   labels = np.asarray(labels, np.float64)
   inter = labels @ labels.T
   sizes = labels.sum(1)
@@ -101,11 +133,34 @@ def soft_reference(za, zb, labels, temperature, similarity):
     denom = sizes[:, None] + sizes[None, :] - inter
   sim = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
   np.fill_diagonal(sim, 1.0)
-  targets = sim / sim.sum(1, keepdims=True)
+  targets = (1 - soft_weight) * np.eye(len(sim)) + soft_weight * sim / sim.sum(1, keepdims=True)
   s = za @ zb.T / temperature
   a2b = jax.nn.logsumexp(s, axis=1) - (targets * s).sum(1)
   b2a = jax.nn.logsumexp(s, axis=0) - (targets.T * s).sum(0)  # row j of b: targets[j]
   return (a2b.mean() + b2a.mean()) / 2
+
+
+def soft_numpy_loop(za, zb, labels, temperature, similarity, soft_weight):
+  """Value only, float64 NumPy, one pair at a time."""
+  n = len(za)
+  labels = np.asarray(labels, np.float64)
+
+  def label_sim(i, j):
+    if i == j:
+      return 1.0
+    inter, a, b = labels[i] @ labels[j], labels[i].sum(), labels[j].sum()
+    denom = np.sqrt(a * b) if similarity == "cosine" else a + b - inter
+    return inter / denom if denom > 0 else 0.0
+
+  sim = np.array([[label_sim(i, j) for j in range(n)] for i in range(n)])
+  total = 0.0
+  for i in range(n):
+    t = soft_weight * sim[i] / sim[i].sum()
+    t[i] += 1 - soft_weight
+    for x, y in ((za, zb), (zb, za)):
+      s = np.array([x[i] @ y[j] for j in range(n)]) / temperature
+      total += np.log(np.exp(s).sum()) - (t * s).sum()
+  return total / (2 * n)
 
 
 def uniformity_reference(z, t):
@@ -165,25 +220,76 @@ def test_sharded_debiased_loss_matches_dense(devices, tau_plus, beta):
   assert_close_to_reference(fn, ref, (_views(3), np.float32(0.5)), (0, 1))
 
 
+@pytest.mark.parametrize("views", [2, 4, 8])
 @pytest.mark.parametrize("variant", ["arithmetic", "geometric"])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
-def test_sharded_polyview_loss_matches_dense(devices, variant):
+def test_sharded_polyview_loss_matches_dense(devices, variant, views):
   fn = sharded(lambda z, t, axis_name: losses.polyview_loss(
       z, temperature=t, variant=variant, axis_name=axis_name),
                devices, batch_args=1, replicated_args=1)
   ref = lambda z, t: polyview_reference(z, t, variant)
-  assert_close_to_reference(fn, ref, (_views(4, v=4), np.float32(0.2)), (0, 1))
+  assert_close_to_reference(fn, ref, (_views(4, v=views), np.float32(0.2)), (0, 1))
 
 
+@pytest.mark.parametrize("views", [2, 4, 8])
+@pytest.mark.parametrize("variant", ["arithmetic", "geometric"])
+def test_polyview_reference_is_the_paper_formula(variant, views):
+  z = _views(14, v=views)
+  with jax.enable_x64(True):
+    want = polyview_numpy_loop(z, 0.2, variant)
+    np.testing.assert_allclose(polyview_reference(jnp.asarray(z), 0.2, variant), want,
+                               rtol=1e-10)
+  with jax.default_matmul_precision("highest"):
+    got = losses.polyview_loss(_f32(z), temperature=0.2, variant=variant)
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_polyview_variants_differ_and_are_ordered():
+  """Jensen: -log(mean p) <= mean(-log p), equal only when the pairwise terms agree."""
+  z = _f32(_views(15, v=4))
+  arith = losses.polyview_loss(z, temperature=0.2, variant="arithmetic")
+  geo = losses.polyview_loss(z, temperature=0.2, variant="geometric")
+  assert arith < geo - 1e-3
+
+
+@pytest.mark.parametrize("soft_weight", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("similarity", ["cosine", "jaccard"])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
-def test_sharded_soft_contrastive_loss_matches_dense(devices, similarity):
+def test_sharded_soft_contrastive_loss_matches_dense(devices, similarity, soft_weight):
   fn = sharded(lambda a, b, y, t, axis_name: losses.soft_contrastive_loss(
-      a, b, y, temperature=t, similarity=similarity, axis_name=axis_name),
+      a, b, y, temperature=t, similarity=similarity, soft_weight=soft_weight,
+      axis_name=axis_name),
                devices, batch_args=3, replicated_args=1)
   z = _views(5)
-  ref = lambda a, b, y, t: soft_reference(a, b, MULTI_HOT, t, similarity)
+  ref = lambda a, b, y, t: soft_reference(a, b, MULTI_HOT, t, similarity, soft_weight)
   assert_close_to_reference(fn, ref, (z[:, 0], z[:, 1], MULTI_HOT, np.float32(0.1)), (0, 1, 3))
+
+
+@pytest.mark.parametrize("soft_weight", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("similarity", ["cosine", "jaccard"])
+def test_soft_reference_matches_pairwise_numpy_loop(similarity, soft_weight):
+  z = _views(16)
+  want = soft_numpy_loop(z[:, 0], z[:, 1], MULTI_HOT, 0.1, similarity, soft_weight)
+  with jax.enable_x64(True):
+    ref = soft_reference(jnp.asarray(z[:, 0]), jnp.asarray(z[:, 1]), MULTI_HOT, 0.1,
+                         similarity, soft_weight)
+  np.testing.assert_allclose(ref, want, rtol=1e-10)
+  with jax.default_matmul_precision("highest"):
+    got = losses.soft_contrastive_loss(_f32(z[:, 0]), _f32(z[:, 1]), MULTI_HOT,
+                                       temperature=0.1, similarity=similarity,
+                                       soft_weight=soft_weight)
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_soft_targets_keep_the_own_view_a_positive():
+  """Heavily overlapping label sets: the own view keeps >= 1 - λ of the row mass."""
+  labels = np.ones((GLOBAL_B, 4), np.float32)
+  labels[::2, 0] = 0
+  t = soft.soft_targets(labels, labels, jnp.arange(GLOBAL_B), soft_weight=0.5)
+  np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+  assert np.all(np.diag(t) >= 0.5)
+  t1 = soft.soft_targets(labels, labels, jnp.arange(GLOBAL_B), soft_weight=1.0)
+  assert np.all(np.diag(t1) < 0.1)   # label similarity alone: the own view drowns
 
 
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
@@ -308,3 +414,6 @@ def test_multiview_losses_reject_bad_arguments():
     losses.polyview_loss(z, temperature=0.1, variant="harmonic")
   with pytest.raises(ValueError, match="tau_plus"):
     losses.debiased_loss(z, temperature=0.1, tau_plus=1.0)
+  with pytest.raises(ValueError, match="soft_weight"):
+    losses.soft_contrastive_loss(z[:, 0], z[:, 1], MULTI_HOT, temperature=0.1,
+                                 soft_weight=1.5)

@@ -216,41 +216,49 @@ def polyview_loss(
     variant: Literal["arithmetic", "geometric"] = "geometric",
     axis_name: AxisName = None,
 ) -> jax.Array:
-  r"""Poly-view contrastive loss (Shidani et al., 2024) for V >= 2 views.
+  r"""Poly-view contrastive loss (Shidani et al., ICLR 2024) for M = V >= 2 views.
 
-  Each anchor view is contrasted against the *set* of its V-1 sibling views
-  (a one-vs-rest task): the sibling critics are aggregated into one positive
-  score :math:`\rho_a`, then
+  For an anchor view :math:`a` (view :math:`\alpha` of sample i) and each sibling
+  :math:`\beta \in P(a)` (the other M-1 views of sample i), the pairwise
+  cross-entropy of picking :math:`\beta` out of itself plus every view of every
+  *other* sample, :math:`N(a)`, is
 
   .. math::
-    L = \frac{1}{BV} \sum_a -\log
-        \frac{e^{\rho_a}}{e^{\rho_a} + \sum_{n \in N(a)} e^{s_{an}}},
+    \ell_{a\beta} = \log\Big(e^{s_{a\beta}} + \sum_{n \in N(a)} e^{s_{an}}\Big) - s_{a\beta}
+                = \operatorname{softplus}\big(\mathrm{LSE}_{n \in N(a)} s_{an} - s_{a\beta}\big).
 
-  with the aggregation
+  The M-1 pairwise terms of an anchor are aggregated as
 
-  * ``"arithmetic"`` (arithmetic-mean PVC):
-    :math:`\rho_a = \log \frac{1}{V-1} \sum_{p \in P(a)} e^{s_{ap}}`;
-  * ``"geometric"`` (geometric-mean PVC):
-    :math:`\rho_a = \frac{1}{V-1} \sum_{p \in P(a)} s_{ap}`, i.e. the anchor
-    against the mean of its siblings' embeddings.
+  * ``"geometric"`` (Geometric PVC, geometric mean of the pairwise probabilities
+    :math:`e^{-\ell_{a\beta}}`): :math:`L_a = \frac{1}{M-1} \sum_\beta \ell_{a\beta}`;
+  * ``"arithmetic"`` (Arithmetic PVC, their arithmetic mean):
+    :math:`L_a = -\log \frac{1}{M-1} \sum_\beta e^{-\ell_{a\beta}}`,
 
-  :math:`N(a)` holds every view of every other sample. For V = 2 both
-  variants have :math:`\rho_a = s_{ap}` and equal `ntxent_loss`.
+  and :math:`L = \frac{1}{BM} \sum_a L_a`. Both are log-sum-exp / softplus
+  expressions in float32 (at least), so 1/τ = 100 does not overflow. For M = 2
+  both variants equal `ntxent_loss` (SimCLR).
 
   Args:
     z: [b, V, d] L2-normalised views, V >= 2.
     temperature: scalar (possibly learned).
-    variant: "arithmetic" or "geometric" aggregation of the positives.
+    variant: "arithmetic" or "geometric" aggregation of the pairwise terms.
     axis_name: None on one device, else the mesh axis the batch is split over.
   """
-  vl = _view_logits(z, temperature, axis_name)
-  v = z.shape[1]
-  positive = vl.same_sample & ~vl.is_self
-  if variant == "arithmetic":
-    rho = _logsumexp_where(vl.logits, positive) - jnp.log(v - 1.0)
-  elif variant == "geometric":
-    rho = _mean_over_positives(vl.logits, positive)
-  else:
+  if variant not in ("arithmetic", "geometric"):
     raise ValueError(f"variant must be 'arithmetic' or 'geometric', got {variant!r}.")
-  per_anchor = jnp.logaddexp(rho, _logsumexp_where(vl.logits, ~vl.same_sample)) - rho
+  vl = _view_logits(z, temperature, axis_name)
+  b, v, _ = z.shape
+  # LSE over N(a): every view of every other sample (global columns).
+  log_neg = _logsumexp_where(vl.logits, ~vl.same_sample)                # [b·V]
+  # s_{aβ} against all V views of the anchor's own sample; these are local.
+  dtype = vl.logits.dtype
+  sib = jnp.einsum("bvd,bwd->bvw", z, z, preferred_element_type=dtype).astype(dtype)
+  sib = (sib / _common.as_temperature(temperature, dtype)).reshape(b * v, v)
+  sibling = jnp.tile(~jnp.eye(v, dtype=bool), (b, 1))                    # β ≠ α
+  per_pair = jax.nn.softplus(log_neg[:, None] - sib)                       # ℓ_{aβ}
+  if variant == "geometric":
+    per_anchor = jnp.sum(jnp.where(sibling, per_pair, 0.0), axis=-1) / (v - 1)
+  else:
+    per_anchor = (jnp.log(jnp.asarray(v - 1, dtype))
+                  - _logsumexp_where(-per_pair, sibling))
   return _global_mean(per_anchor, jnp.ones_like(per_anchor, bool), axis_name)
