@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      f"{mesh.size} devices of the mesh {dict(mesh.shape)}")
 
   # Data.
-  tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer)
+  tok = (tokenizer_lib.make_tokenizer(config.text.tokenizer, config.data.get("data_dir"))
          if config.task in ("image_text", "text") else None)
   train_iter = pipeline.train_iterator(
       config.data, kind=config.task, global_batch_size=config.batch_size, seed=config.seed,

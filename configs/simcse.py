@@ -7,11 +7,22 @@ sentences of the batch as negatives (`loss.name='simcse'`: the symmetric form of
 the paper's one-directional loss). Dropout masks come from (seed, step), so a
 resumed run is identical to an uninterrupted one. Variants:
 
-  tiny       a small byte-level text Transformer on the sentences of gensim's
-             bundled Lee news corpus (`bc_lee`, offline; pip install
-             'big_contrast[text]'), about a minute on a 2-core CPU; reports the
-             Spearman correlation of document cosines with the 50×50 human
-             similarity ratings, beside a TF-IDF baseline (`lee_similarity`);
+  tiny       a small (2 blocks, 64 wide) text Transformer on the sentences of
+             gensim's bundled Lee news corpus (`bc_lee`, offline; pip install
+             'big_contrast[text]'), with a 4k SentencePiece vocabulary trained
+             on the train split's sentences only (`lee.sentencepiece_model`,
+             built and cached on first use); 200 steps of 64, ~35 s of
+             training on an idle 2-core CPU. Reports the Spearman (and Pearson)
+             correlation of document cosines with the 50×50 human similarity
+             ratings (`lee_similarity`), beside TF-IDF and same-size LSA
+             baselines. Measured, seeds 0/1/2: ρ 0.077/0.094/0.112 (Pearson
+             0.114/0.088/0.145); the same encoder untrained: ρ -0.022/0.018/
+             0.041; TF-IDF 0.262 (Pearson 0.565), 64-d LSA 0.216 (0.335).
+             Clearly better than untrained, far below count-based baselines:
+             from scratch on 2.7k sentences, dropout views teach the encoder
+             to tell sentences apart, not which words go together. The 50
+             rated documents are the only evaluation set, so settings chosen
+             on them overfit them;
   bert_base  the paper's unsupervised recipe at BERT-base size (12 layers, 768
              wide, 12 heads, bidirectional): B = 64, lr 3e-5, temperature 0.05,
              max_len 32, dropout 0.1, one epoch of 1M Wikipedia sentences
@@ -77,7 +88,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.eval.at_end = ("lee_similarity", "diagnostics")
 
   if arg == "tiny":
-    pass
+    # Bytes made sentences ~128 tokens (half of them truncated), cost ~2.5 min and gave
+    # ρ 0.031; a 4k-piece vocabulary from the train split makes them ~31 tokens (99% <
+    # 64). Mean pooling (EOS pooling: ρ 0.004); the loss is ~0.005 by step 150, so more
+    # steps, higher dropout (0.3), temperature 0.2 or lr 3e-3 did not help.
+    c.text.tokenizer = "bc_lee:4000"   # built from the train split on first use
+    c.text.max_len = 64
+    c.total_steps = 200
+    c.optim.warmup_steps = 20
+    c.ckpt_every = 200
   elif arg == "bert_base":
     c.data.name = config_dict.placeholder(str)      # your converted sentence dataset dir
     c.data.worker_count = 8

@@ -120,6 +120,37 @@ def test_lee_pieces_on_hand_checkable_cases():
   sim = standard.tfidf_similarity(["cats purr", "dogs bark"], ["cats purr", "dogs bark",
                                                                "cats purr loudly"])
   assert sim[0, 2] > 0 and sim[0, 1] == 0
+  # Sentence pooling: doc 0 = {cats, dogs}, doc 1 = {cats}, doc 2 = {dogs}: doc 0 is halfway.
+  background = ["cats purr", "dogs bark", "cats sleep", "dogs run"]
+  pooled = standard.tfidf_similarity(background, ["cats purr", "dogs bark", "cats purr",
+                                                  "dogs bark"], doc=np.array([0, 0, 1, 2]))
+  np.testing.assert_allclose(pooled[0, 1], np.sqrt(.5))
+  np.testing.assert_allclose(pooled[0, 2], np.sqrt(.5))
+  assert pooled[1, 2] == pytest.approx(0, abs=1e-12)
+  # LSA to 2 dimensions keeps the cats/dogs split of this background.
+  lsa = standard.tfidf_similarity(background, ["cats purr", "cats sleep", "dogs run"], dim=2)
+  assert lsa[0, 1] > 0.9 and abs(lsa[0, 2]) < 0.1
+
+
+def test_lee_sentencepiece_model_is_trained_on_the_train_split_and_cached(data_dir):
+  from big_contrast.data import lee
+  path = lee.sentencepiece_model(500, data_dir=str(data_dir))
+  assert lee.sentencepiece_model(500, data_dir=str(data_dir)) == path
+  tok = tokenizer_lib.make_tokenizer(path)
+  assert (tok.pad_id, tok.eos_id, tok.vocab_size) == (0, 2, 500)
+  ids = tok.encode_batch(lee.train_sentences()[:3], 64)
+  assert ids.shape == (3, 64) and (ids == tok.eos_id).sum() == 3
+  assert len(lee.train_sentences()) > 2000     # the 300 background documents' sentences
+
+
+def test_tiny_config_uses_the_lee_vocabulary(data_dir):
+  c = simcse.get_config("tiny")
+  assert c.model.text.pool == "mean" and not c.model.text.causal
+  tok = tokenizer_lib.make_tokenizer(c.text.tokenizer, str(data_dir))
+  assert tok.vocab_size == 4000
+  assert os.path.isfile(os.path.join(data_dir, "bc_lee_tokenizer", "train_unigram_4000.model"))
+  with pytest.raises(ValueError, match="bc_lee:VOCAB_SIZE"):
+    tokenizer_lib.make_tokenizer("bc_lee:many")
 
 
 def test_bundled_lee_data_and_ratings(data_dir):
