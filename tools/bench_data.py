@@ -11,9 +11,9 @@ Builds (once, cached in --work_dir) a JPEG ArrayRecord dataset of random
   ``uint8`` views, for ``crop_flip`` (random resized crop + flip only),
   ``simclr`` (the full augmentation set on the host) and ``simclr_device``
   (the host part of ``augment.device=True``: crop + flip + a seed; the
-  photometric ops run in the train step), with 0 workers (reader threads in
-  this process) and 1 and 2 worker processes (one reader thread each, so each
-  worker is one core's work);
+  photometric ops run in the train step), with 0 workers (the default reader
+  threads in this process: one per core) and 1 and 2 worker processes (one
+  reader thread each, so each worker is one core's work);
 * ``bare_loop``: the same decode + augment calls (``ExampleTransform.train``)
   in a plain Python loop, one thread: the per-core rate;
 * ``device_augment``: the jitted ``device_augment.photometric`` on a batch of
@@ -196,9 +196,11 @@ def bench_grain(ds: str, aug: str, workers: int, seconds: float, batch: int) -> 
     from big_contrast.data import pipeline
 
     # Workers each read with one thread: one worker is one core's work, so the
-    # 1 -> 2 worker ratio is the process scaling. In-process, 8 threads.
+    # 1 -> 2 worker ratio is the process scaling. In-process: the default
+    # (one reader thread per core).
+    threads = 1 if workers else None
     cfg = dict(name=ds, image_size=SIZE, num_views=2, worker_count=workers,
-               read_threads=1 if workers else 8, augment=AUGMENTS[aug])
+               read_threads=threads, augment=AUGMENTS[aug])
     it = pipeline.train_iterator(cfg, kind="multiview", global_batch_size=batch, seed=0,
                                  process_index=0, process_count=1)
     try:
@@ -207,7 +209,8 @@ def bench_grain(ds: str, aug: str, workers: int, seconds: float, batch: int) -> 
     finally:
         if hasattr(it, "close"):
             it.close()
-    return dict(kind="grain", aug=aug, workers=workers, **result)
+    return dict(kind="grain", aug=aug, workers=workers,
+                read_threads=threads or pipeline._read_threads(cfg), **result)
 
 
 def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
@@ -446,20 +449,19 @@ def main(argv=None) -> None:
         if "device" in only:
             record(bench_device_augment(args.seconds, args.batch))
     _emit(**_targets(results))
-    per_core = _best(results, kind="bare_loop", aug="crop_flip")
-    if per_core:
+    # Per core: the pipeline itself, one worker process with one reader thread.
+    per_core = {aug: _best(results, kind="grain", aug=aug, workers=1) for aug in augs}
+    if per_core.get("crop_flip"):
         views_per_chip = args.v5e_peak_tflops * 1e3 * args.mfu / args.vit_train_gflops_per_view
-        row = dict(kind="v5e_estimate", per_core_examples_per_s=per_core,
-                   chip_needs_examples_per_s=round(views_per_chip / 2, 1),
-                   host_cores_per_chip_crop_flip=round(views_per_chip / 2 / per_core, 2))
-        for aug in ("simclr", "simclr_device"):
-            rate = _best(results, kind="bare_loop", aug=aug)
+        row = dict(kind="v5e_estimate", chip_needs_examples_per_s=round(views_per_chip / 2, 1))
+        for aug, rate in per_core.items():
             if rate:
+                row[f"per_core_examples_per_s_{aug}"] = rate
                 row[f"host_cores_per_chip_{aug}"] = round(views_per_chip / 2 / rate, 2)
         _emit(**row, assumptions=(
-            f"per core = the one-thread bare loop; ViT-B/16 224px, "
-            f"{args.vit_train_gflops_per_view} GFLOPs/view train, {args.mfu:.0%} MFU of "
-            f"{args.v5e_peak_tflops} TFLOPs, 2 views/example; v5e hosts have 224 vCPU "
+            f"per core = grain with 1 worker of 1 reader thread; ViT-B/16 224px, "
+            f"{args.vit_train_gflops_per_view:.1f} GFLOPs/view train, {args.mfu:.0%} MFU of "
+            f"{args.v5e_peak_tflops} TFLOPs, 2 views/example; a v5e host has 224 vCPUs "
             "(112 cores) for 8 chips"))
     _emit(kind="machine_end", load_avg=os.getloadavg())
 
