@@ -186,12 +186,22 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return x @ LUMA
 
 
+# The photometric ops, in the order they run, by their probability keys (the
+# host's ``Augment.photometric`` and ``device_augment`` share this).
+PHOTOMETRIC_OPS = ("jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
+
+
+def jitter_ranges(strength: float) -> tuple[float, float]:
+    """SimCLR's jitter at strength s: factors in 1 +- 0.8 s (brightness, contrast,
+    saturation) and a hue shift in +- 0.2 s turns; returns (0.8 s, 0.2 s)."""
+    return 0.8 * strength, 0.2 * strength
+
+
 def jitter_params(rng: np.random.Generator, strength: float):
     """SimCLR jitter's random draws: op order, (brightness, contrast, saturation) factors, hue turns."""
-    b = c = s = 0.8 * strength
-    hue = 0.2 * strength
+    spread, hue = jitter_ranges(strength)
     order = rng.permutation(4)
-    factors = (rng.uniform(1 - b, 1 + b), rng.uniform(1 - c, 1 + c), rng.uniform(1 - s, 1 + s))
+    factors = tuple(rng.uniform(1 - spread, 1 + spread) for _ in range(3))
     return order, factors, rng.uniform(-hue, hue)
 
 
@@ -273,8 +283,7 @@ class Augment:
     def photometric(self, x: np.ndarray, rng: np.random.Generator, view: int = 0) -> np.ndarray:
         """Colour jitter, grayscale, blur and solarize of one uint8 view -> uint8."""
         c = self.cfg
-        ops = [rng.random() < self.prob(k, view) for k in
-               ("jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")]
+        ops = [rng.random() < self.prob(k, view) for k in PHOTOMETRIC_OPS]
         if not any(ops):
             return x
         y = x.astype(np.float32) * np.float32(1.0 / 255.0)

@@ -30,8 +30,6 @@ import jax.numpy as jnp
 
 from big_contrast.data import augment as augment_lib
 
-_OPS = ("jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
-
 
 def _gray(x: jax.Array) -> jax.Array:
   return x @ jnp.asarray(augment_lib.LUMA)
@@ -95,10 +93,9 @@ def _view(x: jax.Array, key: jax.Array, probs: tuple[float, ...],
   do = jax.random.uniform(k_apply, (4,)) < jnp.asarray(probs)
   x = x.astype(jnp.float32) * (1.0 / 255.0)
 
-  strength = float(cfg["jitter_strength"])
-  spread = 0.8 * strength
+  spread, hue = augment_lib.jitter_ranges(float(cfg["jitter_strength"]))
   factors = jax.random.uniform(k_factors, (3,), minval=1 - spread, maxval=1 + spread)
-  turns = jax.random.uniform(k_hue, (), minval=-0.2 * strength, maxval=0.2 * strength)
+  turns = jax.random.uniform(k_hue, (), minval=-hue, maxval=hue)
   order = jax.random.permutation(k_order, 4)
   x = jnp.where(do[0], apply_jitter(x, order, factors, turns), x)
 
@@ -126,7 +123,7 @@ def photometric(views: jax.Array, seeds: jax.Array, augment_cfg: Mapping[str, An
   base = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(seeds.astype(jnp.uint32))
   out = []
   for v in range(views.shape[1]):
-    probs = tuple(aug.prob(k, v) for k in _OPS)
+    probs = tuple(aug.prob(k, v) for k in augment_lib.PHOTOMETRIC_OPS)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, v))(base)
     out.append(jax.vmap(lambda x, k: _view(x, k, probs, cfg))(views[:, v], keys))
   return jnp.stack(out, axis=1) * 2.0 - 1.0
