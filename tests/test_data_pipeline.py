@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 
-from big_contrast.data import digits, pipeline
+from big_contrast.data import digits, pipeline, sources
 from big_contrast.data.tokenizer import make_tokenizer
 
 TOK = make_tokenizer("bytes")
@@ -140,16 +140,17 @@ def test_grain_checkpoint_contract_holds(cfg):
 
 
 def test_worker_processes_give_the_same_batches_and_resume(cfg):
+    # Workers take whole chunks in turn; grain interleaves them back in order.
     kwargs = dict(kind="multiview", global_batch_size=16, seed=7,
                   process_index=0, process_count=1)
     expected = _take(pipeline.train_iterator(cfg, **kwargs), 3)
-    it = pipeline.train_iterator({**cfg, "worker_count": 1}, **kwargs)
+    it = pipeline.train_iterator({**cfg, "worker_count": 2}, **kwargs)
     try:
         _assert_batches_equal(_take(it, 2), expected[:2])
         state = it.get_state()
     finally:
         it.close()
-    resumed = pipeline.train_iterator({**cfg, "worker_count": 1}, **kwargs)
+    resumed = pipeline.train_iterator({**cfg, "worker_count": 2}, **kwargs)
     try:
         resumed.set_state(state)
         _assert_batches_equal(_take(resumed, 1), expected[2:])
@@ -223,6 +224,66 @@ def test_bad_image_records_are_skipped_and_counted(corrupt_cfg):
     assert not set(indices.tolist()) & _BAD
     skipped = sum(int(b["skipped"].sum()) for b in batches)
     assert 8 <= skipped <= 10  # 2 per epoch; the last epoch's may trail the batch.
+
+
+def test_chunk_size_and_threads_do_not_change_the_stream_or_the_skip_count(corrupt_cfg):
+    def batches(**data):
+        it = pipeline.train_iterator({**corrupt_cfg, **data}, kind="image_text",
+                                     global_batch_size=4, seed=3, tokenizer=TOK,
+                                     process_index=0, process_count=1)
+        return _take(it, 8)
+
+    one = batches(read_chunk=1, read_threads=1)
+    _assert_batches_equal(batches(read_chunk=4, read_threads=3), one)
+    _assert_batches_equal(batches(read_chunk=2), one)
+    # 32 good examples are 4 epochs of 8: 4 x 2 bad records read before them.
+    assert sum(int(b["skipped"].sum()) for b in one) == 8
+
+
+def _chunk(indices, bad_before, tail):
+    """A chunk as the reader makes it: good rows with their ``skipped``, and a tail."""
+    rows = None if not indices else {
+        "index": np.asarray(indices, np.int32), "skipped": np.asarray(bad_before, np.int32)}
+    return {"rows": rows, "tail_skipped": tail}
+
+
+def test_rebatch_cuts_joins_counts_and_resumes_mid_chunk():
+    chunks = [
+        _chunk([0, 1, 2], [0, 0, 0], 0),   # a whole batch: passes through
+        _chunk([3, 4], [1, 0], 2),         # 1 bad before 3, 2 bad after 4
+        _chunk([], [], 4),                 # all bad
+        _chunk([5, 6, 7, 8], [0, 0, 3, 0], 1),
+        _chunk([9, 10, 11, 12, 13], [0, 0, 0, 0, 0], 0),
+    ]
+    ds = sources.Rebatch(grain.MapDataset.source(chunks).to_iter_dataset(), batch_size=3)
+    batches = list(ds)
+    assert [b["index"].tolist() for b in batches] == [
+        [0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]  # 12, 13: no full batch
+    # Each bad record is counted once, on the next good example.
+    assert [b["skipped"].tolist() for b in batches] == [
+        [0, 0, 0], [1, 0, 6], [0, 3, 0], [1, 0, 0]]
+    assert batches[0]["index"] is chunks[0]["rows"]["index"]  # no copy
+    assert chunks[1]["rows"]["skipped"].tolist() == [1, 0]  # inputs untouched
+    for k in range(4):  # Resume after every batch, including mid-chunk.
+        it = iter(ds)
+        _take(it, k)
+        state = it.get_state()
+        rest = [next(it) for _ in range(4 - k)]
+        resumed = iter(ds)
+        resumed.set_state(state)
+        _assert_batches_equal([next(resumed) for _ in range(4 - k)], rest)
+    grain.experimental.assert_equal_output_after_checkpoint(ds)
+
+
+def test_the_stream_reads_a_fresh_permutation_each_epoch_split_over_hosts(cfg):
+    source, _ = sources.open_split(cfg["name"], "train", cfg["data_dir"])
+    n = len(source)
+    read = pipeline._ReadChunk(sources.PositionedSource(source), None, rows=1,
+                               process_index=0, process_count=1, shuffle_seed=9,
+                               augment_seed=0)
+    epochs = [[read.record_index(e * n + i) for i in range(n)] for e in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(n))
+    assert epochs[0] != epochs[1]
 
 
 def test_bad_image_records_are_masked_in_eval(corrupt_cfg):

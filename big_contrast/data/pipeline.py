@@ -1,18 +1,22 @@
 """grain input pipelines over TFDS ArrayRecord datasets: train streams and eval passes.
 
-Train (``train_iterator``), per host::
+Train (``train_iterator``), per host: one grain element is a *chunk* of
+consecutive examples of this host's stream, read and augmented together::
 
-    TFDS data source (images left encoded) -> MapDataset.source
-      -> shuffle(seed)          # a fresh permutation every epoch
-      -> repeat()               # infinite stream; position p = epoch * N + i
-      -> random_map(decode + augment + tokenize, seed)   # RNG from (seed, p)
-      -> [process_index::process_count]                  # disjoint per host
-      -> to_iter_dataset -> drop bad records (counted) -> batch(drop_remainder)
-      -> optional mp_prefetch(worker_count)
+    MapDataset.range(chunks) -> map(_ReadChunk)   # record = shuffle(seed, epoch)[p]
+      -> to_iter_dataset(read threads)            # chunks in parallel, in order
+      -> Rebatch(host batch)                      # drop bad records, count them
+      -> optional mp_prefetch(worker_count)       # workers take whole chunks
 
-Because the augmentation RNG depends only on the seed and the stream position,
-a given example in a given epoch gets the same pixels whatever the number of
-hosts or workers; the returned ``grain.DatasetIterator`` has
+The stream over all hosts is positions p = 0, 1, 2, ...: epoch p // N reads
+record ``index_shuffle(p % N, seed + epoch)`` (a fresh permutation every
+epoch, O(1) memory), and host h of P takes p = h, h + P, h + 2P, ...
+(disjoint). Each example's augmentation RNG is a Philox stream keyed by
+(seed, p), so a given example in a given epoch gets the same pixels whatever
+the number of hosts, threads or workers. Reading a chunk per element keeps
+grain's per-element Python (and the GIL it holds) off the per-example path:
+decoding and resizing release the GIL, so read threads scale across cores
+(``tools/bench_data.py``). The returned ``grain.DatasetIterator`` has
 ``get_state``/``set_state`` so a checkpointed run resumes on the exact batch.
 
 Batches are dicts of host NumPy arrays (leading dim = host batch size ``b``):
@@ -49,7 +53,7 @@ import numpy as np
 
 from big_contrast.data.examples import KINDS, EvalOrBlank, ExampleTransform
 from big_contrast.data.sources import (
-    DropBad, PositionedSource, load_source, open_split)
+    PositionedSource, Rebatch, load_source, open_split)
 from big_contrast.data.sources import class_names as _class_names
 from big_contrast.data.tokenizer import Tokenizer
 
@@ -69,11 +73,16 @@ DATA_DEFAULTS: dict[str, Any] = {
     "worker_buffer_size": 2,   # batches buffered per worker
     "read_threads": None,      # threads decoding/augmenting per process; None: auto
     "read_buffer_size": 128,   # examples prefetched by those threads
+    "read_chunk": 64,          # examples one thread reads as one grain element
     "image_key": "image",
     "caption_key": "caption",
     "label_key": "label",      # int class label; "labels" (multi-hot) is also passed on
     "text_key": "text",        # kind='text': the feature to tokenize
 }
+
+
+# Chunks in the endless train stream: as many as fit the index arithmetic.
+_ENDLESS = 2**62
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -110,10 +119,10 @@ def _seeds(seed: int) -> tuple[int, int]:
 def _read_threads(data_cfg) -> int:
     """``data.read_threads``, or by default this host's cores shared among the processes.
 
-    Decoding and resizing release the GIL but grain's per-record Python does
-    not, so threads beyond the cores only contend (on 2 cores: 1,054 ex/s with
-    2 threads, 799 with 8; ``tools/bench_data.py``). Each worker process gets
-    ``cores // worker_count`` threads, at least 1 and at most 16.
+    Decoding and resizing release the GIL, the Python around them does not,
+    so threads beyond the cores only contend (``tools/bench_data.py``). Each
+    worker process gets ``cores // worker_count`` threads, at least 1 and at
+    most 16.
     """
     threads = _get(data_cfg, "read_threads")
     if threads is not None:
@@ -122,9 +131,75 @@ def _read_threads(data_cfg) -> int:
     return max(1, min(16, (cores or 1) // max(1, int(_get(data_cfg, "worker_count")))))
 
 
-def _read_options(data_cfg) -> grain.ReadOptions:
-    return grain.ReadOptions(num_threads=_read_threads(data_cfg),
-                             prefetch_buffer_size=int(_get(data_cfg, "read_buffer_size")))
+def _read_options(data_cfg, rows: int = 1) -> grain.ReadOptions:
+    """Read threads, and a prefetch buffer of ``read_buffer_size`` examples in elements of ``rows``."""
+    threads = _read_threads(data_cfg)
+    buffer = max(threads, -(-int(_get(data_cfg, "read_buffer_size")) // rows))
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
+
+
+def _chunk_rows(host_batch_size: int, data_cfg) -> int:
+    """The largest divisor of the host batch that is at most ``data.read_chunk``.
+
+    A divisor, so that batches are whole chunks and pass through ``Rebatch``
+    without a copy; small enough to keep every read thread busy and the
+    prefetched bytes bounded (a 224 px two-view example is 301 KB).
+    """
+    limit = max(1, int(_get(data_cfg, "read_chunk")))
+    return max(d for d in range(1, min(limit, host_batch_size) + 1) if host_batch_size % d == 0)
+
+
+def _philox_state(key: tuple[int, int]) -> dict[str, Any]:
+    return {"bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": np.array(key, np.uint64)},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+
+
+class _ReadChunk:
+    """Chunk number -> that chunk's examples, read, decoded and augmented.
+
+    Chunk c of host h (of P) holds its stream elements ``c * rows + j``,
+    i.e. global stream positions ``p = (c * rows + j) * P + h``. Records that
+    do not read or decode are dropped and counted (see ``Rebatch``).
+    """
+
+    def __init__(self, source: PositionedSource, example: ExampleTransform, *, rows: int,
+                 process_index: int, process_count: int, shuffle_seed: int, augment_seed: int):
+        self._source = source
+        self._example = example
+        self._rows = rows
+        self._process_index = process_index
+        self._process_count = process_count
+        self._shuffle_seed = shuffle_seed
+        self._augment_seed = augment_seed
+
+    def record_index(self, position: int) -> int:
+        """The split index the stream reads at global ``position``."""
+        epoch, i = divmod(position, len(self._source))
+        return int(grain.experimental.index_shuffle(
+            i, max_index=len(self._source) - 1,
+            seed=(self._shuffle_seed + epoch) % 2**32, rounds=4))
+
+    def __call__(self, chunk: int) -> dict[str, Any]:
+        # One generator per call (calls run on several threads); its state is
+        # reset per example: a Philox stream keyed by (seed, position).
+        bit_generator = np.random.Philox(key=self._augment_seed)
+        rng = np.random.Generator(bit_generator)
+        good, bad = [], 0
+        first = chunk * self._rows
+        for element in range(first, first + self._rows):
+            position = element * self._process_count + self._process_index
+            record = self._source[self.record_index(position)]
+            bit_generator.state = _philox_state((self._augment_seed, position))
+            out = None if record is None else self._example.train(record, rng)
+            if out is None:
+                bad += 1
+                continue
+            out["skipped"] = np.int32(bad)
+            bad = 0
+            good.append(out)
+        rows = {k: np.stack([o[k] for o in good]) for k in good[0]} if good else None
+        return {"rows": rows, "tail_skipped": bad}
 
 
 def train_dataset(
@@ -166,15 +241,17 @@ def train_dataset(
     host_batch_size = global_batch_size // process_count
     source, features = open_split(_get(data_cfg, "name"), _get(data_cfg, "train_split"),
                                   _get(data_cfg, "data_dir"))
+    if len(source) == 0:
+        raise ValueError(f"data.train_split={_get(data_cfg, 'train_split')!r} of "
+                         f"data.name={_get(data_cfg, 'name')!r} has no records.")
     example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
     shuffle_seed, augment_seed = _seeds(seed)
-    ds = (grain.MapDataset.source(PositionedSource(source))
-          .shuffle(seed=shuffle_seed)
-          .repeat()
-          .random_map(example.train, seed=augment_seed))
-    ds = ds[process_index::process_count]
-    it = DropBad(ds.to_iter_dataset(_read_options(data_cfg), allow_nones=True))
-    it = it.batch(host_batch_size, drop_remainder=True)
+    rows = _chunk_rows(host_batch_size, data_cfg)
+    read = _ReadChunk(PositionedSource(source), example, rows=rows,
+                      process_index=process_index, process_count=process_count,
+                      shuffle_seed=shuffle_seed, augment_seed=augment_seed)
+    chunks = grain.MapDataset.range(_ENDLESS).map(read)
+    it = Rebatch(chunks.to_iter_dataset(_read_options(data_cfg, rows)), host_batch_size)
     workers = int(_get(data_cfg, "worker_count"))
     if workers > 0:
         _mark_absl_flags_parsed()

@@ -3,10 +3,11 @@
 * ``load_source``: a random-access source over one split, images left encoded.
 * ``PositionedSource``: adds each record's position in its split; a record
   that cannot be read becomes ``None`` (or a position-only record for eval).
-* ``DropBad``: a grain ``IterDataset`` that drops ``None`` elements and
-  records how many it dropped in the next element's ``skipped`` field, so the
-  count travels inside the batches and survives worker processes and
-  checkpoints.
+* ``Rebatch``: a grain ``IterDataset`` turning chunks of good examples (bad
+  records already dropped, and counted) into batches of exactly
+  ``batch_size``; each dropped record is added to the ``skipped`` field of the
+  next example, so the count travels inside the batches and survives worker
+  processes and checkpoints.
 
 This module knows nothing about augmentation, tokenizers or models.
 """
@@ -82,9 +83,8 @@ def class_names(name_or_dir: str, data_dir: str | None = None,
 class PositionedSource:
     """Adds ``position`` (index in the split) to each record.
 
-    A record that fails to deserialize becomes ``None`` (train: grain passes
-    ``None`` through later ``MapDataset`` transforms and ``DropBad`` counts
-    it, exactly like an image that fails to decode) or, with
+    A record that fails to deserialize becomes ``None`` (train: the chunk
+    reader drops and counts it, exactly like an image that fails to decode) or, with
     ``keep_unreadable``, a record with only its position (eval: it becomes a
     masked blank, so every host keeps the same example count).
     """
@@ -107,35 +107,84 @@ class PositionedSource:
         return record
 
 
-class DropBad(grain.IterDataset):
-    """Drops ``None`` elements, recording how many in the next one's ``skipped``."""
+class Rebatch(grain.IterDataset):
+    """Chunks of examples -> batches of exactly ``batch_size``, bad records counted.
 
-    def __init__(self, parent: grain.IterDataset):
+    Each parent element is a chunk ``{"rows": dict of [n, ...] arrays or None,
+    "tail_skipped": int}``: the chunk's good examples in stream order, each
+    with ``skipped`` = bad records just before it within the chunk, and the
+    bad records after its last good one. Chunks are cut and joined into
+    batches; bad records not yet attributed are added to the ``skipped`` of
+    the next example, so ``sum(batch["skipped"])`` over a run counts every bad
+    record read. A chunk of exactly one batch (no bad records, nothing
+    pending) passes through without a copy.
+
+    State: the parent's state at the current chunk, the rows of it already
+    used and the pending count; restoring re-reads that chunk.
+    """
+
+    def __init__(self, parent: grain.IterDataset, batch_size: int):
         super().__init__(parent)
+        self._batch_size = batch_size
 
     def __iter__(self):
-        return _DropBadIterator(self._parent.__iter__())
+        return _RebatchIterator(self._parent.__iter__(), self._batch_size)
 
 
-class _DropBadIterator(grain.DatasetIterator):
+class _RebatchIterator(grain.DatasetIterator):
 
-    def __init__(self, parent: grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, batch_size: int):
         super().__init__(parent)
+        self._batch_size = batch_size
+        self._chunk_state = parent.get_state()
+        self._rows: dict[str, np.ndarray] | None = None
+        self._tail = 0
+        self._offset = 0
         self._pending = 0
 
+    def _load(self) -> int:
+        """Reads the chunk at ``_chunk_state``; returns its number of rows."""
+        chunk = next(self._parent)
+        self._rows, self._tail = chunk["rows"], int(chunk["tail_skipped"])
+        return 0 if self._rows is None else len(self._rows["skipped"])
+
+    def _advance(self) -> None:
+        """The current chunk is used up: count its tail, point at the next one."""
+        self._pending += self._tail
+        self._rows, self._tail, self._offset = None, 0, 0
+        self._chunk_state = self._parent.get_state()
+
     def __next__(self):
-        while True:
-            element = next(self._parent)
-            if element is None:
-                self._pending += 1
-                continue
-            element["skipped"] = np.int32(self._pending)
-            self._pending = 0
-            return element
+        parts: list[dict[str, np.ndarray]] = []
+        need = self._batch_size
+        while need:
+            n = self._load() if self._rows is None else len(self._rows["skipped"])
+            if (n == need == self._batch_size and self._offset == 0
+                    and not self._pending):
+                batch = self._rows
+                self._advance()
+                return batch
+            take = min(need, n - self._offset)
+            if take:
+                part = {k: v[self._offset:self._offset + take] for k, v in self._rows.items()}
+                if self._pending:
+                    part["skipped"] = part["skipped"].copy()
+                    part["skipped"][0] += self._pending
+                    self._pending = 0
+                parts.append(part)
+                self._offset += take
+                need -= take
+            if self._offset == n:
+                self._advance()
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def get_state(self) -> dict[str, Any]:
-        return {"parent": self._parent.get_state(), "pending": self._pending}
+        return {"chunk": self._chunk_state, "offset": self._offset, "pending": self._pending}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["parent"])
+        self._parent.set_state(state["chunk"])
+        self._chunk_state = state["chunk"]
         self._pending = int(state["pending"])
+        # The next call re-reads the current chunk and goes on from the offset.
+        self._rows, self._tail = None, 0
+        self._offset = int(state["offset"])
