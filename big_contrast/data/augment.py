@@ -1,8 +1,8 @@
 """Image decoding and augmentation on the host, in NumPy/OpenCV, driven by a per-example RNG.
 
-Every random choice comes from the ``np.random.Generator`` passed in (grain's
-``random_map`` derives it from the pipeline seed and the example's position in
-the shuffled, repeated stream), so the same (seed, example, epoch) always gives
+Every random choice comes from the ``np.random.Generator`` passed in (the
+train pipeline keys it by the seed and the example's position in the
+shuffled, repeated stream), so the same (seed, example, epoch) always gives
 the same pixels, on any host and with any number of workers.
 
 Images are HWC ``uint8`` RGB arrays, in and out: ``uint8`` is a quarter of

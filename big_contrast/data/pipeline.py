@@ -131,7 +131,7 @@ def _read_threads(data_cfg) -> int:
     return max(1, min(16, (cores or 1) // max(1, int(_get(data_cfg, "worker_count")))))
 
 
-def _read_options(data_cfg, rows: int = 1) -> grain.ReadOptions:
+def _read_options(data_cfg, rows: int) -> grain.ReadOptions:
     """Read threads, and a prefetch buffer of ``read_buffer_size`` examples in elements of ``rows``."""
     threads = _read_threads(data_cfg)
     buffer = max(threads, -(-int(_get(data_cfg, "read_buffer_size")) // rows))
