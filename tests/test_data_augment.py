@@ -108,3 +108,34 @@ def test_decode_reads_png_jpeg_gif_and_rejects_garbage():
 def test_to_unit_range_is_the_models_convention():
     x = np.array([0, 255, 51], np.uint8)
     np.testing.assert_allclose(augment.to_unit_range(x), [-1.0, 1.0, -0.6], atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"device": True}, {"flip_prob": 1.0, "jitter_prob": 0.0,
+                                                         "grayscale_prob": 0.0, "blur_prob": 0.0}])
+def test_views_written_into_out_equal_new_ones(cfg):
+    aug = augment.Augment(cfg)
+    expected = aug.simclr_views(_photo(), _rng(4), 24, num_views=3)
+    out = np.zeros((3, 24, 24, 3), np.uint8)
+    got = aug.simclr_views(_photo(), _rng(4), 24, num_views=3, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, expected)
+    clip = np.zeros((24, 24, 3), np.uint8)
+    assert aug.clip_train(_photo(), _rng(4), 24, out=clip) is clip
+    np.testing.assert_array_equal(clip, aug.clip_train(_photo(), _rng(4), 24))
+
+
+def test_a_full_size_crop_is_a_copy_so_flipping_it_in_place_leaves_the_image():
+    img = _photo(16, 16)
+    before = img.copy()
+    view = augment.resized_crop(img, (0, 0, 16, 16), 16)
+    np.testing.assert_array_equal(view, img)
+    augment.hflip(view, out=view)
+    np.testing.assert_array_equal(view, before[:, ::-1])
+    np.testing.assert_array_equal(img, before)
+
+
+@pytest.mark.parametrize("out", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 9, 3), np.uint8),
+                                 np.zeros((8, 16, 3), np.uint8)[:, ::2]])
+def test_an_out_array_that_does_not_fit_is_an_error(out):
+    with pytest.raises(ValueError, match="out must be"):
+        augment.resized_crop(_photo(), (0, 0, 20, 20), 8, out=out)

@@ -228,11 +228,14 @@ def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
     ex = ExampleTransform(kind="multiview", features=features, image_size=SIZE, num_views=2,
                           augment=AUGMENTS[aug], tokenizer=None, text_max_len=0)
     rng = np.random.default_rng(0)
+    # Pixels go into rows of one reused buffer, as the chunk reader writes
+    # them into its chunk buffer (which it allocates fresh per chunk).
+    rows = np.empty((32,) + ex.pixel_shape, np.uint8)
 
     def loop():
         i = 0
         while True:
-            yield ex.train(source[i % len(source)], rng)
+            yield ex.train(source[i % len(source)], rng, out=rows[i % len(rows)])
             i += 1
 
     return dict(kind="bare_loop", aug=aug, **_time_batches(loop(), 1, seconds))

@@ -151,27 +151,43 @@ def random_crop_box(
     return left, top, left + w, top + h
 
 
-def resized_crop(img: np.ndarray, box, size: int) -> np.ndarray:
+def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:
+    # OpenCV silently allocates a new array when ``dst`` does not fit; say so instead.
+    if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous \
+            or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous uint8 array of shape {shape}, "
+                         f"got {out.dtype} {out.shape}.")
+
+
+def resized_crop(img: np.ndarray, box, size: int, out: np.ndarray | None = None) -> np.ndarray:
     """Crop ``box = (left, top, right, bottom)`` and resize to ``size``x``size``, uint8.
 
     Bilinear, like ``tf.image.resize``'s default, except that a crop more
     than 2x larger than ``size`` both ways is area-averaged: there bilinear
     sampling would skip input pixels and alias. (Area costs 3.5x bilinear, so it
     is kept to the shrinks that need it.)
+
+    ``out``: written in place and returned (the train pipeline passes a slot of
+    its chunk buffer); otherwise a new array, never a view of ``img``.
     """
     left, top, right, bottom = box
     crop = img[top:bottom, left:right]
     h, w = crop.shape[:2]
+    if out is not None:
+        _check_out(out, (size, size) + crop.shape[2:])
     if (w, h) == (size, size):
-        return np.ascontiguousarray(crop)
+        if out is None:
+            return crop.copy()
+        np.copyto(out, crop)
+        return out
     area = w >= 2 * size and h >= 2 * size
-    return cv2.resize(crop, (size, size),
+    return cv2.resize(crop, (size, size), dst=out,
                       interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
-def hflip(x: np.ndarray) -> np.ndarray:
-    """Horizontal flip into a new contiguous array (20x faster than copying ``x[:, ::-1]``)."""
-    return cv2.flip(x, 1)
+def hflip(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Horizontal flip (20x faster than copying ``x[:, ::-1]``); ``out=x`` flips in place."""
+    return cv2.flip(x, 1, dst=out)
 
 
 def eval_view(img: np.ndarray, size: int) -> np.ndarray:
@@ -298,29 +314,42 @@ class Augment:
         return _to_uint8(y)
 
     def simclr_view(self, img: np.ndarray, rng: np.random.Generator, size: int,
-                    view: int = 0) -> np.ndarray:
-        """One SimCLR view: uint8 ``[size, size, 3]``; without the photometric ops if ``device``."""
+                    view: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+        """One SimCLR view: uint8 ``[size, size, 3]``; without the photometric ops if ``device``.
+
+        ``out``: the view is written there (and returned) instead of a new array.
+        """
         c = self.cfg
         h, w = img.shape[:2]
         box = random_crop_box(w, h, rng, tuple(c["crop_scale"]), tuple(c["crop_ratio"]))
-        x = resized_crop(img, box, size)
+        x = resized_crop(img, box, size, out=out)
         if rng.random() < self.prob("flip_prob", view):
-            x = hflip(x)
+            hflip(x, out=x)
         if self.on_device:
             return x
-        return self.photometric(x, rng, view)
+        y = self.photometric(x, rng, view)
+        if y is not x:
+            np.copyto(x, y)
+        return x
 
     def simclr_views(self, img: np.ndarray, rng: np.random.Generator, size: int,
-                     num_views: int) -> np.ndarray:
-        """``num_views`` independent views: uint8 ``[V, size, size, 3]``."""
-        return np.stack([self.simclr_view(img, rng, size, v) for v in range(num_views)])
+                     num_views: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``num_views`` independent views: uint8 ``[V, size, size, 3]``, into ``out`` if given."""
+        if out is None:
+            out = np.empty((num_views, size, size, img.shape[2]), np.uint8)
+        else:
+            _check_out(out, (num_views, size, size, img.shape[2]))
+        for v in range(num_views):
+            self.simclr_view(img, rng, size, v, out=out[v])
+        return out
 
-    def clip_train(self, img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-        """CLIP-style mild random resized crop: uint8 ``[size, size, 3]``."""
+    def clip_train(self, img: np.ndarray, rng: np.random.Generator, size: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """CLIP-style mild random resized crop: uint8 ``[size, size, 3]``, into ``out`` if given."""
         c = self.cfg
         h, w = img.shape[:2]
         box = random_crop_box(w, h, rng, tuple(c["clip_crop_scale"]), tuple(c["crop_ratio"]))
-        x = resized_crop(img, box, size)
+        x = resized_crop(img, box, size, out=out)
         if rng.random() < float(c["clip_flip_prob"]):
-            x = hflip(x)
+            hflip(x, out=x)
         return x

@@ -5,7 +5,7 @@ the model maps them to [-1, 1] on the device. With ``augment.device`` a
 multiview example also carries ``augment_seed`` (uint32) for the train step's
 photometric ops.
 
-``ExampleTransform.train(record, rng)`` and ``.eval(record)`` return dicts of
+``ExampleTransform.train(record, rng[, out])`` and ``.eval(record)`` return dicts of
 NumPy arrays (``image`` or ``views``, ``text``, ``text_id``, ``label`` /
 ``labels``, ``index``, ``skipped``; eval adds ``mask``), or ``None`` when
 the image does not decode. ``EvalOrBlank`` turns such failures into masked
@@ -106,16 +106,35 @@ class ExampleTransform:
             out["label"] = np.int32(record[self.label_key])
         return out
 
-    def train(self, record, rng: np.random.Generator):
+    @property
+    def pixel_key(self) -> str | None:
+        """The field holding the augmented pixels: ``views``, ``image`` or None (text)."""
+        return {"multiview": "views", "text": None}.get(self.kind, "image")
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...] | None:
+        """Shape of the ``pixel_key`` field of one example (uint8), or None."""
+        if self.kind == "text":
+            return None
+        view = (self.size, self.size, 3)
+        return (self.num_views,) + view if self.kind == "multiview" else view
+
+    def train(self, record, rng: np.random.Generator, out: np.ndarray | None = None):
+        """A train example, or None if the image does not decode.
+
+        ``out``: a uint8 array of ``pixel_shape`` the pixels are written into
+        (the chunk reader passes a row of its chunk buffer, saving a copy and
+        an allocation per example); by default a new array.
+        """
         if self.kind == "text":
             return self._text_fields(record) if self.text_key in record else None
         img = self._decode(record)
         if img is None:
             return None
         if self.kind == "multiview":
-            pixels = self.augment.simclr_views(img, rng, self.size, self.num_views)
+            pixels = self.augment.simclr_views(img, rng, self.size, self.num_views, out=out)
         else:
-            pixels = self.augment.clip_train(img, rng, self.size)
+            pixels = self.augment.clip_train(img, rng, self.size, out=out)
         out = self._fields(record, pixels)
         if self.kind == "multiview" and self.augment.on_device:
             # The device ops' randomness, from this example's RNG: (seed, example, epoch).

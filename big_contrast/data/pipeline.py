@@ -185,20 +185,28 @@ class _ReadChunk:
         # reset per example: a Philox stream keyed by (seed, position).
         bit_generator = np.random.Philox(key=self._augment_seed)
         rng = np.random.Generator(bit_generator)
+        # Pixels are written straight into one chunk buffer, row by good row:
+        # no per-view or per-example arrays to allocate, fault in and stack.
+        shape, key = self._example.pixel_shape, self._example.pixel_key
+        pixels = None if shape is None else np.empty((self._rows,) + shape, np.uint8)
         good, bad = [], 0
         first = chunk * self._rows
         for element in range(first, first + self._rows):
             position = element * self._process_count + self._process_index
             record = self._source[self.record_index(position)]
             bit_generator.state = _philox_state((self._augment_seed, position))
-            out = None if record is None else self._example.train(record, rng)
+            slot = None if pixels is None else pixels[len(good)]
+            out = None if record is None else self._example.train(record, rng, out=slot)
             if out is None:
                 bad += 1
                 continue
             out["skipped"] = np.int32(bad)
             bad = 0
             good.append(out)
-        rows = {k: np.stack([o[k] for o in good]) for k in good[0]} if good else None
+        if not good:
+            return {"rows": None, "tail_skipped": bad}
+        rows = {k: pixels[:len(good)] if k == key else np.stack([o[k] for o in good])
+                for k in good[0]}
         return {"rows": rows, "tail_skipped": bad}
 
 
