@@ -1,6 +1,9 @@
 """grain pipelines: determinism, per-host sharding, exact resume, eval coverage, bad records."""
 
+import gc
 import itertools
+import os
+import time
 
 import grain
 import ml_collections
@@ -275,6 +278,14 @@ def test_rebatch_cuts_joins_counts_and_resumes_mid_chunk():
     grain.experimental.assert_equal_output_after_checkpoint(ds)
 
 
+def test_rebatch_passes_a_whole_batch_chunk_through_after_bad_records():
+    chunks = [_chunk([], [], 2), _chunk([0, 1, 2], [1, 0, 0], 0)]
+    (batch,) = list(sources.Rebatch(grain.MapDataset.source(chunks).to_iter_dataset(), 3))
+    assert batch["index"] is chunks[1]["rows"]["index"]  # no copy of the data
+    assert batch["skipped"].tolist() == [3, 0, 0]
+    assert chunks[1]["rows"]["skipped"].tolist() == [1, 0, 0]  # input untouched
+
+
 def test_the_stream_reads_a_fresh_permutation_each_epoch_split_over_hosts(cfg):
     source, _ = sources.open_split(cfg["name"], "train", cfg["data_dir"])
     n = len(source)
@@ -284,6 +295,45 @@ def test_the_stream_reads_a_fresh_permutation_each_epoch_split_over_hosts(cfg):
     epochs = [[read.record_index(e * n + i) for i in range(n)] for e in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(n))
     assert epochs[0] != epochs[1]
+
+
+def _shm_names():
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
+@pytest.mark.parametrize("read_chunk", [64, 2])
+def test_workers_join_chunks_around_bad_records_and_leave_no_shared_memory(corrupt_cfg, read_chunk):
+    # Bad records make short chunks, which each worker's Rebatch cuts and
+    # joins (read_chunk 64 -> chunks of 4 = the batch; 2 -> half batches);
+    # grain sends the batches through shared memory, all of it unlinked once
+    # read. Record i is a flat image of value 20 * i, whatever the crop and flip.
+    before = _shm_names()
+    it = pipeline.train_iterator({**corrupt_cfg, "worker_count": 2, "read_chunk": read_chunk},
+                                 kind="image_text", global_batch_size=4, seed=3,
+                                 tokenizer=TOK, process_index=0, process_count=1)
+    try:
+        batches = _take(it, 6)
+    finally:
+        it.close()
+    del it
+    gc.collect()
+    for batch in batches:
+        np.testing.assert_array_equal(batch["image"], np.broadcast_to(
+            20 * batch["index"][:, None, None, None], batch["image"].shape))
+    indices = set(np.concatenate([b["index"] for b in batches]).tolist())
+    assert indices == set(range(10)) - _BAD
+    assert sum(int(b["skipped"].sum()) for b in batches) >= 4  # 24 good = 3 epochs
+    del batches, batch
+    gc.collect()
+
+    def left():  # grain unlinks received batches on a background thread
+        return {n for n in _shm_names() - before if n.startswith("psm_")}
+
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left()
 
 
 def test_bad_image_records_are_masked_in_eval(corrupt_cfg):

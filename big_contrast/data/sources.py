@@ -116,8 +116,9 @@ class Rebatch(grain.IterDataset):
     bad records after its last good one. Chunks are cut and joined into
     batches; bad records not yet attributed are added to the ``skipped`` of
     the next example, so ``sum(batch["skipped"])`` over a run counts every bad
-    record read. A chunk of exactly one batch (no bad records, nothing
-    pending) passes through without a copy.
+    record read. A chunk of exactly one batch that starts a batch passes
+    through without a copy (only ``skipped`` is copied if bad records before
+    it are pending).
 
     State: the parent's state at the current chunk, the rows of it already
     used and the pending count; restoring re-reads that chunk.
@@ -159,9 +160,12 @@ class _RebatchIterator(grain.DatasetIterator):
         need = self._batch_size
         while need:
             n = self._load() if self._rows is None else len(self._rows["skipped"])
-            if (n == need == self._batch_size and self._offset == 0
-                    and not self._pending):
+            if n == need == self._batch_size and self._offset == 0:
                 batch = self._rows
+                if self._pending:
+                    batch = dict(batch, skipped=batch["skipped"].copy())
+                    batch["skipped"][0] += self._pending
+                    self._pending = 0
                 self._advance()
                 return batch
             take = min(need, n - self._offset)
