@@ -13,9 +13,11 @@ Builds (once, cached in --work_dir) a JPEG ArrayRecord dataset of random
   (the host part of ``augment.device=True``: crop + flip + a seed; the
   photometric ops run in the train step), in this process with one reader
   thread and with the default (one per core), and with 1 and 2 worker
-  processes of one reader thread each (each worker is one core's work);
+  processes of one reader thread each (a worker also copies each batch into
+  shared memory on its main thread, so one worker uses more than one core);
 * ``bare_loop``: the same decode + augment calls (``ExampleTransform.train``)
-  in a plain Python loop, one thread: the per-core rate;
+  in a plain Python loop, one thread; ``bare_loop_x2``: two of them in two
+  processes at once, the scaling this machine gives with no pipeline at all;
 * ``device_augment``: the jitted ``device_augment.photometric`` on a batch of
   views on this process's JAX backend (the CPU here), ms per example;
 * ``decoder``: decode + two crop/flip views to uint8 with several decoders
@@ -28,10 +30,12 @@ Builds (once, cached in --work_dir) a JPEG ArrayRecord dataset of random
   ``--tf_python`` (a separate environment with ``pip install
   'big_contrast[bench]'``: TF is never in the core install).
 
-Rates are examples/s (one example = 2 views). The ``targets`` line compares
-them; the ``v5e_estimate`` line turns the per-core rate into host cores per
-TPU v5e chip at a ViT-B/16 step rate (assumptions in the line). The machine is
-shared: each figure is the best of ``--repeats`` interleaved rounds.
+Rates are examples/s (one example = 2 views); ``cpu_ms_per_example`` is the
+CPU time of every process involved (grain's workers included) per example.
+The ``targets`` line compares them; the ``v5e_estimate`` line turns the
+CPU per example with 2 workers into host cores per TPU v5e chip at a
+ViT-B/16 step rate (assumptions in the line). The machine is shared: each
+figure is the best of ``--repeats`` interleaved rounds.
 """
 
 from __future__ import annotations
@@ -137,21 +141,44 @@ def tf_child(ds_dir: str, mode: str, seconds: float, batch: int) -> None:
 
 # ----------------------------------------------------------------------- helpers
 
+def _live_children_cpu() -> float:
+    """CPU seconds used so far by this process's live multiprocessing children (grain's workers)."""
+    import multiprocessing
+
+    total = 0.0
+    for child in multiprocessing.active_children():
+        try:
+            with open(f"/proc/{child.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):  # exited, or no /proc
+            pass
+    return total
+
+
 def _time_batches(it, batch: int, seconds: float, warmup: float = 2.0) -> dict:
+    """Examples/s over ``seconds`` after ``warmup``, and the CPU it took.
+
+    ``cpu_s`` counts this process, its exited children and its live
+    multiprocessing children (grain's worker processes, read from /proc), so
+    ``cpu_ms_per_example`` compares the work per example across in-process
+    threads, worker processes and tf.data.
+    """
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:
         next(it)
     t0, n = time.perf_counter(), 0
-    c0 = os.times()
+    c0, w0 = os.times(), _live_children_cpu()
     while time.perf_counter() - t0 < seconds:
         next(it)
         n += batch
     dt = time.perf_counter() - t0
-    c1 = os.times()
+    c1, w1 = os.times(), _live_children_cpu()
     cpu = (c1.user - c0.user) + (c1.system - c0.system) + (
         c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    cpu += w1 - w0
     return {"examples_per_s": round(n / dt, 1), "seconds": round(dt, 2),
-            "parent_cpu_s": round(cpu, 2)}
+            "cpu_s": round(cpu, 2), "cpu_ms_per_example": round(1000 * cpu / n, 3)}
 
 
 def build_dataset(work_dir: str, num_images: int, seed: int = 0) -> str:
@@ -228,17 +255,37 @@ def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
     ex = ExampleTransform(kind="multiview", features=features, image_size=SIZE, num_views=2,
                           augment=AUGMENTS[aug], tokenizer=None, text_max_len=0)
     rng = np.random.default_rng(0)
-    # Pixels go into rows of one reused buffer, as the chunk reader writes
-    # them into its chunk buffer (which it allocates fresh per chunk).
-    rows = np.empty((32,) + ex.pixel_shape, np.uint8)
 
     def loop():
+        # Pixels go into the rows of a fresh 32-row buffer, as the chunk reader
+        # writes them. (Freeing such buffers also raises glibc's dynamic mmap
+        # threshold, so per-example temporaries are reused rather than faulted
+        # in: without it a fresh process ran the full SimCLR set 30% slower.)
         i = 0
         while True:
-            yield ex.train(source[i % len(source)], rng, out=rows[i % len(rows)])
+            if i % 32 == 0:
+                rows = np.empty((32,) + ex.pixel_shape, np.uint8)
+            yield ex.train(source[i % len(source)], rng, out=rows[i % 32])
             i += 1
 
     return dict(kind="bare_loop", aug=aug, **_time_batches(loop(), 1, seconds))
+
+
+def bench_bare_pair(ds: str, aug: str, seconds: float) -> dict:
+    """Two bare loops in two processes at once: how this machine's cores scale, with no pipeline."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--bare_child", ds, "--augs", aug,
+           "--seconds", str(seconds)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    rates = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        lines = [l for l in out.splitlines() if l.startswith("{")]
+        if proc.returncode or not lines:
+            return dict(kind="bare_loop_x2", aug=aug, error=f"child exited {proc.returncode}")
+        rates.append(json.loads(lines[-1])["examples_per_s"])
+    return dict(kind="bare_loop_x2", aug=aug, examples_per_s=round(sum(rates), 1),
+                per_process=rates)
 
 
 def bench_device_augment(seconds: float, batch: int) -> dict:
@@ -399,6 +446,9 @@ def _targets(rows: list[dict]) -> dict:
             entry["overhead_vs_bare_loop_at_0_workers"] = round(1 - g[0] / bare, 3)
         if g[1] and g[2]:
             entry["workers_2_over_1"] = round(g[2] / g[1], 2)
+        pair = _best(rows, kind="bare_loop_x2", aug=aug)
+        if pair and bare:  # The same ratio for two plain processes: the machine's own scaling.
+            entry["bare_loop_2_processes_over_1"] = round(pair / bare, 2)
         out[aug] = entry
     return dict(kind="targets", tf_data_crop_flip_best=tf_best,
                 goals="vs_tf_data >= 1.5 (crop_flip); overhead <= 0.15; workers_2_over_1 >= 1.7",
@@ -419,6 +469,7 @@ def main(argv=None) -> None:
                         help="comma list of: decoders, bare, grain, tf, device")
     parser.add_argument("--augs", default=",".join(AUGMENTS))
     parser.add_argument("--tf_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bare_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tf_mode", default="crop_flip", help=argparse.SUPPRESS)
     # v5e estimate: ViT-B/16 at 224 ~17.6 GFLOPs forward/image, x3 for training.
     parser.add_argument("--v5e_peak_tflops", type=float, default=197.0)
@@ -429,6 +480,9 @@ def main(argv=None) -> None:
         tf_child(args.tf_child, args.tf_mode, args.seconds, args.batch)
         return
     sys.path.insert(0, _ROOT)
+    if args.bare_child:
+        print(json.dumps(bench_bare_loop(args.bare_child, args.augs, args.seconds)), flush=True)
+        return
     only = set(args.only.split(","))
     augs = args.augs.split(",")
     _emit(kind="machine", cpus=os.cpu_count(), load_avg=os.getloadavg())
@@ -445,6 +499,7 @@ def main(argv=None) -> None:
         for aug in augs:
             if "bare" in only:
                 record(bench_bare_loop(ds, aug, args.seconds))
+                record(bench_bare_pair(ds, aug, args.seconds))
             if "grain" in only:
                 for workers, threads in GRAIN_CONFIGS:
                     record(bench_grain(ds, aug, workers, threads, args.seconds, args.batch))
@@ -456,8 +511,13 @@ def main(argv=None) -> None:
         if "device" in only:
             record(bench_device_augment(args.seconds, args.batch))
     _emit(**_targets(results))
-    # Per core: the pipeline itself, one worker process with one reader thread.
-    per_core = {aug: _best(results, kind="grain", aug=aug, workers=1) for aug in augs}
+    # Per core: the pipeline's CPU per example with 2 workers (every core
+    # busy, reading, augmenting and the transfer to this process included).
+    per_core = {}
+    for aug in augs:
+        cpu = [r["cpu_ms_per_example"] for r in results if r.get("kind") == "grain"
+               and r.get("aug") == aug and r.get("workers") == 2 and "cpu_ms_per_example" in r]
+        per_core[aug] = round(1000 / min(cpu), 1) if cpu else None
     if per_core.get("crop_flip"):
         views_per_chip = args.v5e_peak_tflops * 1e3 * args.mfu / args.vit_train_gflops_per_view
         row = dict(kind="v5e_estimate", chip_needs_examples_per_s=round(views_per_chip / 2, 1))
@@ -466,7 +526,7 @@ def main(argv=None) -> None:
                 row[f"per_core_examples_per_s_{aug}"] = rate
                 row[f"host_cores_per_chip_{aug}"] = round(views_per_chip / 2 / rate, 2)
         _emit(**row, assumptions=(
-            f"per core = grain with 1 worker of 1 reader thread; ViT-B/16 224px, "
+            f"per core = 1000 / CPU ms per example of grain with 2 workers; ViT-B/16 224px, "
             f"{args.vit_train_gflops_per_view:.1f} GFLOPs/view train, {args.mfu:.0%} MFU of "
             f"{args.v5e_peak_tflops} TFLOPs, 2 views/example; a v5e host has 224 vCPUs "
             "(112 cores) for 8 chips"))
