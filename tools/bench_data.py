@@ -247,6 +247,7 @@ def bench_grain(ds: str, aug: str, workers: int, threads: int | None, seconds: f
 def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
     import numpy as np
 
+    from big_contrast.data.allocator import tune_malloc
     from big_contrast.data.examples import ExampleTransform
     from big_contrast.data.sources import PositionedSource, open_split
 
@@ -256,11 +257,12 @@ def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
                           augment=AUGMENTS[aug], tokenizer=None, text_max_len=0)
     rng = np.random.default_rng(0)
 
+    # The pipeline's malloc settings (see big_contrast/data/allocator.py).
+    tune_malloc()
+
     def loop():
         # Pixels go into the rows of a fresh 32-row buffer, as the chunk reader
-        # writes them. (Freeing such buffers also raises glibc's dynamic mmap
-        # threshold, so per-example temporaries are reused rather than faulted
-        # in: without it a fresh process ran the full SimCLR set 30% slower.)
+        # writes them.
         i = 0
         while True:
             if i % 32 == 0:

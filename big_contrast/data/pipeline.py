@@ -55,6 +55,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from big_contrast.data.allocator import tune_malloc, tune_malloc_in_worker
 from big_contrast.data.examples import KINDS, EvalOrBlank, ExampleTransform
 from big_contrast.data.sources import (
     PositionedSource, Rebatch, load_source, open_split)
@@ -78,6 +79,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "read_threads": None,      # threads decoding/augmenting per process; None: auto
     "read_buffer_size": 128,   # examples prefetched by those threads
     "read_chunk": 64,          # examples one thread reads as one grain element
+    "tune_malloc": True,       # glibc: reuse freed memory in this process (allocator.py)
     "image_key": "image",
     "caption_key": "caption",
     "label_key": "label",      # int class label; "labels" (multi-hot) is also passed on
@@ -275,7 +277,10 @@ def train_dataset(
         _mark_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=workers,
-            per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))))
+            per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))),
+            worker_init_fn=tune_malloc_in_worker)
+    elif _get(data_cfg, "tune_malloc"):
+        tune_malloc()
     return it
 
 
