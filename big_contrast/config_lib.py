@@ -30,6 +30,30 @@ def sibling_config(config_file: str, name: str, variant: str) -> ml_collections.
   return module.get_config(variant)
 
 
+# Types of the input-pipeline keys whose default is None (a ConfigDict
+# placeholder needs one, so that a command-line value is parsed).
+_DATA_PLACEHOLDER_TYPES = {"data_dir": str, "read_threads": int}
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """A `config.data` holding every key the input pipeline reads, at its default.
+
+  Config files start from it and set what they change, so any pipeline knob can
+  be set on the command line (`--config.data.read_threads=8`) although the file
+  does not name it: overrides of keys a locked ConfigDict lacks are errors.
+  """
+  from big_contrast.data import pipeline  # noqa: PLC0415 — keeps config loading light
+  data = ml_collections.ConfigDict()
+  for key, value in pipeline.DATA_DEFAULTS.items():
+    if value is None:
+      data[key] = ml_collections.config_dict.placeholder(_DATA_PLACEHOLDER_TYPES[key])
+    elif isinstance(value, dict):
+      data[key] = ml_collections.ConfigDict(value)
+    else:
+      data[key] = value
+  return data
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails early, naming the config key, on settings that cannot run."""
   missing = [k for k in _REQUIRED if k not in config]

@@ -23,6 +23,8 @@ the blockwise-ring block size (ours, not the paper's).
 import ml_collections
 from ml_collections import config_dict
 
+from big_contrast import config_lib
+
 # Zero-shot prompts: the phrasings of the bundled captions that name the digit
 # in words (see big_contrast/data/digits.py), averaged in embedding space.
 DIGITS_TEMPLATES = (
@@ -45,9 +47,8 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.sharding_rules = [(".*", "fsdp")]
 
-  c.data = ml_collections.ConfigDict()
+  c.data = config_lib.data_config()
   c.data.name = "bc_digits"                 # TFDS name, or a TFDS dataset directory
-  c.data.data_dir = config_dict.placeholder(str)
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32

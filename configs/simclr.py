@@ -31,6 +31,8 @@ grad_clip_norm = 1.0 is ours (MoCo v3 does not clip).
 import ml_collections
 from ml_collections import config_dict
 
+from big_contrast import config_lib
+
 
 VARIANTS = ("digits", "tiny", "tiny_resnet", "resnet50", "vit_b16")
 
@@ -42,9 +44,8 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.sharding_rules = [(".*", "fsdp")]
 
-  c.data = ml_collections.ConfigDict()
+  c.data = config_lib.data_config()
   c.data.name = "bc_digits"
-  c.data.data_dir = config_dict.placeholder(str)
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32

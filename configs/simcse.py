@@ -36,6 +36,8 @@ resumed run is identical to an uninterrupted one. Variants:
 import ml_collections
 from ml_collections import config_dict
 
+from big_contrast import config_lib
+
 VARIANTS = ("tiny", "bert_base")
 
 
@@ -46,9 +48,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.sharding_rules = [(".*", "fsdp")]
 
-  c.data = ml_collections.ConfigDict()
+  c.data = config_lib.data_config()
   c.data.name = "bc_lee"                    # sentences of gensim's Lee corpus
-  c.data.data_dir = config_dict.placeholder(str)
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.text_key = "text"

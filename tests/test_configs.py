@@ -49,6 +49,19 @@ def _shrink(config, data_dir):
   return config
 
 
+def test_every_variant_exposes_every_data_pipeline_key():
+  # So `--config.data.read_threads=8` works on any config (locked ConfigDicts
+  # reject overrides of keys they lack).
+  for name, module in MODULES.items():
+    for variant in module.VARIANTS:
+      data = module.get_config(variant).data
+      missing = set(pipeline.DATA_DEFAULTS) - set(data.keys())
+      assert not missing, (name, variant, missing)
+      data.lock()
+      data.read_threads = 3
+      data.tune_malloc = False
+
+
 @pytest.mark.parametrize("name,variant", TINY, ids=[f"{n}:{v}" for n, v in TINY])
 def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, data_dir):
   config = _shrink(MODULES[name].get_config(variant), data_dir)
