@@ -47,11 +47,24 @@ def data_config() -> ml_collections.ConfigDict:
   for key, value in pipeline.DATA_DEFAULTS.items():
     if value is None:
       data[key] = ml_collections.config_dict.placeholder(_DATA_PLACEHOLDER_TYPES[key])
-    elif isinstance(value, dict):
-      data[key] = ml_collections.ConfigDict(value)
+    elif key == "augment":
+      data[key] = augment_config(**value)
     else:
       data[key] = value
   return data
+
+
+def augment_config(**overrides) -> ml_collections.ConfigDict:
+  """A `config.data.augment` with every key of `augment.DEFAULTS`, `overrides` applied.
+
+  Same reason as `data_config`: `--config.data.augment.device=True` then works on
+  any config. The values are the ones `Augment` would fill in anyway.
+  """
+  from big_contrast.data import augment  # noqa: PLC0415
+  unknown = sorted(set(overrides) - set(augment.DEFAULTS))
+  if unknown:
+    raise ValueError(f"unknown data.augment keys {unknown}; known: {sorted(augment.DEFAULTS)}")
+  return ml_collections.ConfigDict({**augment.DEFAULTS, **overrides})
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -54,8 +54,8 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.data.image_size = 32
   c.data.worker_count = 0
   # CLIP trains on one mildly cropped view; digits are not mirror-symmetric.
-  c.data.augment = ml_collections.ConfigDict(
-      {"clip_crop_scale": (0.6, 1.0), "crop_ratio": (0.8, 1.25), "clip_flip_prob": 0.0})
+  c.data.augment = config_lib.augment_config(
+      clip_crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), clip_flip_prob=0.0)
 
   c.text = ml_collections.ConfigDict({"tokenizer": "bytes", "max_len": 32})
 
@@ -123,8 +123,8 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.data.worker_count = 16
     # §2.5: "a random square crop from resized images" is the only augmentation
     # (square → ratio 1; the area range is unverified).
-    c.data.augment = ml_collections.ConfigDict(
-        {"clip_crop_scale": (0.9, 1.0), "crop_ratio": (1.0, 1.0), "clip_flip_prob": 0.0})
+    c.data.augment = config_lib.augment_config(
+        clip_crop_scale=(0.9, 1.0), crop_ratio=(1.0, 1.0), clip_flip_prob=0.0)
     # §2.4 caps captions at 76 BPE tokens; the released tokenizer's context of 77
     # counts the start and end tokens (openai/CLIP clip/clip.py, tokenize()).
     c.text.max_len = 77

@@ -46,8 +46,8 @@ def get_config(arg: str = "tiny"):
   c.model.min_temperature = None
   c.model.bias_init = -10.0         # §3.2/§4.9: b = −10
   if arg == "vit_b16":
-    c.data.augment = ml_collections.ConfigDict(
-        {"clip_crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "clip_flip_prob": 0.0})
+    c.data.augment = config_lib.augment_config(
+        clip_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), clip_flip_prob=0.0)
     c.text.max_len = 16           # §4.2: at most 16 text tokens (32k C4 SentencePiece)
     c.model.embed_dim = 768
     c.model.image.update(pool="map")

@@ -52,10 +52,10 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.data.num_views = 2
   c.data.worker_count = 0
   # Digits are not mirror-symmetric, so no flips; colour jitter is mild on grey ink.
-  c.data.augment = ml_collections.ConfigDict(dict(
+  c.data.augment = config_lib.augment_config(
       crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.0, jitter_prob=0.8,
       jitter_strength=0.5, grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 0.5),
-      solarize_prob=0.0))
+      solarize_prob=0.0)
 
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "float32"
@@ -122,10 +122,10 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.data.name = config_dict.placeholder(str)   # your converted image dataset dir
     c.data.image_size = 224
     c.data.worker_count = 16
-    c.data.augment = ml_collections.ConfigDict(dict(
+    c.data.augment = config_lib.augment_config(
         crop_scale=(0.08, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.5, jitter_prob=0.8,
         jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0),
-        solarize_prob=0.0, device=True))
+        solarize_prob=0.0, device=True)
     c.model.dtype = "bfloat16"
     c.model.embed_dim = 128
     c.model.head_hidden = 2048
@@ -150,10 +150,10 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.data.name = config_dict.placeholder(str)   # your converted image dataset dir
     c.data.image_size = 224
     c.data.worker_count = 16
-    c.data.augment = ml_collections.ConfigDict(dict(
+    c.data.augment = config_lib.augment_config(
         crop_scale=(0.08, 1.0), crop_ratio=(0.75, 1.333), flip_prob=0.5, jitter_prob=0.8,
         jitter_strength=1.0, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.0,
-        device=True))
+        device=True)
     c.model.dtype = "bfloat16"
     c.model.remat = True
     # moco-v3 main_moco.py: --moco-dim 256, --moco-mlp-dim 4096; moco/builder.py:

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType
 
 from big_contrast import config_lib, optim, sharding, train
-from big_contrast.data import pipeline
+from big_contrast.data import augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,9 +57,11 @@ def test_every_variant_exposes_every_data_pipeline_key():
       data = module.get_config(variant).data
       missing = set(pipeline.DATA_DEFAULTS) - set(data.keys())
       assert not missing, (name, variant, missing)
+      assert set(data.augment.keys()) == set(augment.DEFAULTS), (name, variant)
       data.lock()
       data.read_threads = 3
       data.tune_malloc = False
+      data.augment.device = True
 
 
 @pytest.mark.parametrize("name,variant", TINY, ids=[f"{n}:{v}" for n, v in TINY])
