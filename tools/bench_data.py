@@ -220,9 +220,10 @@ def build_dataset(work_dir: str, num_images: int, seed: int = 0) -> str:
 
 
 # (worker processes, reader threads per process; None = the default, one per core).
-# Workers each read with one thread: one worker is one core's work, so the
-# 1 -> 2 worker ratio is the process scaling; in-process with one thread is
-# the same work as the bare loop, so their ratio is grain's overhead.
+# Workers each read with one thread, so the 1 -> 2 worker ratio is the process
+# scaling (a worker's main thread also copies batches to shared memory, so one
+# worker takes more than a core: see cpu_ms_per_example); in-process with one
+# thread is the same work as the bare loop, so their ratio is grain's overhead.
 GRAIN_CONFIGS = ((0, 1), (0, None), (1, 1), (2, 1))
 
 

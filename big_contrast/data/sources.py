@@ -149,6 +149,18 @@ class _RebatchIterator(grain.DatasetIterator):
         self._rows, self._tail = chunk["rows"], int(chunk["tail_skipped"])
         return 0 if self._rows is None else len(self._rows["skipped"])
 
+    def _with_pending(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``rows``, with the bad records not yet attributed added to its first ``skipped``.
+
+        Only ``skipped`` is copied (the chunk's arrays stay untouched).
+        """
+        if not self._pending:
+            return rows
+        skipped = rows["skipped"].copy()
+        skipped[0] += self._pending
+        self._pending = 0
+        return dict(rows, skipped=skipped)
+
     def _advance(self) -> None:
         """The current chunk is used up: count its tail, point at the next one."""
         self._pending += self._tail
@@ -161,21 +173,13 @@ class _RebatchIterator(grain.DatasetIterator):
         while need:
             n = self._load() if self._rows is None else len(self._rows["skipped"])
             if n == need == self._batch_size and self._offset == 0:
-                batch = self._rows
-                if self._pending:
-                    batch = dict(batch, skipped=batch["skipped"].copy())
-                    batch["skipped"][0] += self._pending
-                    self._pending = 0
+                batch = self._with_pending(self._rows)
                 self._advance()
                 return batch
             take = min(need, n - self._offset)
             if take:
-                part = {k: v[self._offset:self._offset + take] for k, v in self._rows.items()}
-                if self._pending:
-                    part["skipped"] = part["skipped"].copy()
-                    part["skipped"][0] += self._pending
-                    self._pending = 0
-                parts.append(part)
+                parts.append(self._with_pending(
+                    {k: v[self._offset:self._offset + take] for k, v in self._rows.items()}))
                 self._offset += take
                 need -= take
             if self._offset == n:
