@@ -7,6 +7,7 @@ carrying the *current* shardings, so a checkpoint written on one mesh restores
 onto any other. An unreadable newest checkpoint (truncated, partly written)
 falls back to the previous one, and says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,16 +39,19 @@ class _IteratorSnapshot:
 
 
 class Checkpointer:
-
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
     # Orbax needs absolute paths; remote ones (gs://…) already are.
     self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True),
-        item_names=("state", "data", "config"))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+      ),
+      item_names=("state", "data", "config"),
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -75,8 +79,9 @@ class Checkpointer:
     config.lock()
     return config
 
-  def restore(self, abstract_state: Any, data_iter=None, *,
-              step: int | None = None) -> tuple[int, Any] | None:
+  def restore(
+    self, abstract_state: Any, data_iter=None, *, step: int | None = None
+  ) -> tuple[int, Any] | None:
     """Restores the newest readable checkpoint onto `abstract_state`'s shardings.
 
     `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` set;
@@ -88,20 +93,29 @@ class Checkpointer:
     steps = sorted(self._manager.all_steps(), reverse=True)
     if step is not None:
       if step not in steps:
-        raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}; "
-                                f"there are {sorted(steps)}")
+        raise FileNotFoundError(
+          f"no checkpoint at step {step} in {self.directory}; there are {sorted(steps)}"
+        )
       steps = [step]
-    for step in steps:  # noqa: B020 — the loop walks back from the newest
+    for step in steps:
       items = {"state": ocp.args.StandardRestore(abstract_state)}
       if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       except Exception as e:  # noqa: BLE001 — any unreadable checkpoint falls back
-        log.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
-                    step, self.directory, type(e).__name__, e)
-        print(f"WARNING: checkpoint step {step} unreadable ({type(e).__name__}); "
-              f"falling back to the previous one", flush=True)
+        log.warning(
+          "checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
+          step,
+          self.directory,
+          type(e).__name__,
+          e,
+        )
+        print(
+          f"WARNING: checkpoint step {step} unreadable ({type(e).__name__}); "
+          f"falling back to the previous one",
+          flush=True,
+        )
         continue
       return step, restored["state"]
     if steps:

@@ -4,6 +4,7 @@ Configs are Python files returning an `ml_collections.ConfigDict` from
 `get_config(arg)`. ConfigDicts are locked after loading, so a misspelled
 `--config.key` override is an error that names the key.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +14,21 @@ import sys
 import jax
 import ml_collections
 
-_REQUIRED = ("task", "seed", "mesh", "data", "model", "loss", "batch_size", "total_steps",
-             "optim", "log_every", "ckpt_every", "keep_ckpts", "max_nonfinite_steps")
+_REQUIRED = (
+  "task",
+  "seed",
+  "mesh",
+  "data",
+  "model",
+  "loss",
+  "batch_size",
+  "total_steps",
+  "optim",
+  "log_every",
+  "ckpt_every",
+  "keep_ckpts",
+  "max_nonfinite_steps",
+)
 
 
 def sibling_config(config_file: str, name: str, variant: str) -> ml_collections.ConfigDict:
@@ -44,6 +58,7 @@ def data_config() -> ml_collections.ConfigDict:
   """
   # Imported on use: importing config_lib alone does not load the data stack.
   from big_contrast.data import pipeline  # noqa: PLC0415
+
   data = ml_collections.ConfigDict()
   for key, value in pipeline.DATA_DEFAULTS.items():
     if value is None:
@@ -62,6 +77,7 @@ def augment_config(**overrides) -> ml_collections.ConfigDict:
   any config. The values are the ones `Augment` would fill in anyway.
   """
   from big_contrast.data import augment  # noqa: PLC0415
+
   # Augment checks the keys (an unknown one is an error naming the known ones)
   # and fills in the defaults.
   return ml_collections.ConfigDict(augment.Augment(overrides).cfg)
@@ -73,17 +89,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if missing:
     raise ValueError(f"config is missing keys {missing}")
   if config.task not in ("image_text", "multiview", "text"):
-    raise ValueError(f"config.task={config.task!r}: expected 'image_text', 'multiview' or "
-                     f"'text'")
+    raise ValueError(f"config.task={config.task!r}: expected 'image_text', 'multiview' or 'text'")
   for key in ("batch_size", "total_steps", "log_every", "ckpt_every", "keep_ckpts"):
     if int(config[key]) <= 0:
       raise ValueError(f"config.{key}={config[key]} must be positive")
   if config.data.name is None:
-    raise ValueError("config.data.name is not set: give a TFDS dataset name or the directory "
-                     "of a converted dataset, e.g. --config.data.name=/data/my_pairs/1.0.0")
+    raise ValueError(
+      "config.data.name is not set: give a TFDS dataset name or the directory "
+      "of a converted dataset, e.g. --config.data.name=/data/my_pairs/1.0.0"
+    )
   if config.task in ("image_text", "text") and config.text.tokenizer is None:
     raise ValueError("config.text.tokenizer is not set: 'bytes' or a SentencePiece .model path")
   from big_contrast import objectives  # noqa: PLC0415 — avoids a cycle at import
+
   objectives.check_task(config.loss, config.task)
 
 
@@ -99,9 +117,10 @@ def maybe_initialize_distributed() -> None:
     if os.environ.get("JAX_PLATFORMS", "") == "cpu":
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=int(os.environ["BIG_CONTRAST_NUM_PROCESSES"]),
-        process_id=int(os.environ["BIG_CONTRAST_PROCESS_ID"]))
+      coordinator_address=coordinator,
+      num_processes=int(os.environ["BIG_CONTRAST_NUM_PROCESSES"]),
+      process_id=int(os.environ["BIG_CONTRAST_PROCESS_ID"]),
+    )
   elif "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
     jax.distributed.initialize()
   elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
@@ -110,8 +129,16 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-_DEBUG_MODES = {"": "", "off": "", "false": "", "0": "", "on": "on", "true": "on", "1": "on",
-                "nojit": "nojit"}
+_DEBUG_MODES = {
+  "": "",
+  "off": "",
+  "false": "",
+  "0": "",
+  "on": "on",
+  "true": "on",
+  "1": "on",
+  "nojit": "nojit",
+}
 
 
 def debug_mode(config: ml_collections.ConfigDict) -> str:
@@ -142,8 +169,10 @@ def apply_debug(config: ml_collections.ConfigDict) -> str:
     if mode == "nojit":
       jax.config.update("jax_disable_jit", True)
     if jax.process_index() == 0:
-      print(f"debug mode {mode!r}: jax_debug_nans on"
-            + (", jit disabled" if mode == "nojit" else ""), flush=True)
+      print(
+        f"debug mode {mode!r}: jax_debug_nans on" + (", jit disabled" if mode == "nojit" else ""),
+        flush=True,
+      )
   return mode
 
 
@@ -156,8 +185,10 @@ def log_shapes(config: ml_collections.ConfigDict, name: str, tree) -> None:
     sharding = getattr(leaf, "sharding", None)
     spec = getattr(sharding, "spec", sharding)
     dtype = getattr(leaf, "dtype", type(leaf).__name__)
-    lines.append(f"  {jax.tree_util.keystr(path, simple=True, separator='/')}  "
-                 f"{tuple(getattr(leaf, 'shape', ()))} {dtype}  {spec}")
+    lines.append(
+      f"  {jax.tree_util.keystr(path, simple=True, separator='/')}  "
+      f"{tuple(getattr(leaf, 'shape', ()))} {dtype}  {spec}"
+    )
   print("\n".join(lines), flush=True)
 
 
@@ -166,8 +197,9 @@ def run(main) -> None:
   from absl import app, flags  # noqa: PLC0415
   from ml_collections import config_flags  # noqa: PLC0415
 
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/clip.py:digits.",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/clip.py:digits.", lock_config=True
+  )
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(lambda argv: main(quiet_library_logs(argv)), argv=sys.argv)
@@ -176,6 +208,7 @@ def run(main) -> None:
 def quiet_library_logs(argv):
   """Orbax, TFDS and grain log every step at INFO; show warnings unless --verbosity is given."""
   from absl import flags, logging  # noqa: PLC0415
+
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   return argv

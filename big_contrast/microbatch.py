@@ -19,6 +19,7 @@ randomness), and BatchNorm statistics would become per-chunk statistics.
 Chunk i holds the examples {j·k + i}: with the batch split contiguously over
 devices, every chunk stays split over all devices in equal parts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def _chunk(x: jax.Array, k: int) -> jax.Array:
@@ -39,10 +41,16 @@ def _unchunk(x: jax.Array) -> jax.Array:
   return x.swapaxes(0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
-def loss_and_grads(apply_fn: Callable[..., tuple[Mapping[str, jax.Array], Any]],
-                   loss_fn: Callable[[Mapping, Mapping], jax.Array],
-                   params, batch: Mapping[str, jax.Array], *, inputs: Sequence[str],
-                   microbatches: int = 1, batch_sharding: NamedSharding | None = None):
+def loss_and_grads(
+  apply_fn: Callable[..., tuple[Mapping[str, jax.Array], Any]],
+  loss_fn: Callable[[Mapping, Mapping], jax.Array],
+  params,
+  batch: Mapping[str, jax.Array],
+  *,
+  inputs: Sequence[str],
+  microbatches: int = 1,
+  batch_sharding: NamedSharding | None = None,
+):
   """(loss, outputs, grads, aux) of `loss_fn(apply_fn(params, *inputs)[0], batch)`.
 
   apply_fn: (params, *input arrays [B, ...]) → (outputs, aux). Outputs is a dict,
@@ -55,9 +63,11 @@ def loss_and_grads(apply_fn: Callable[..., tuple[Mapping[str, jax.Array], Any]],
   """
   xs = tuple(batch[name] for name in inputs)
   if microbatches == 1:
+
     def full(p):
       out, aux = apply_fn(p, *xs)
       return loss_fn(out, batch), (out, aux)
+
     (loss, (out, aux)), grads = jax.value_and_grad(full, has_aux=True)(params)
     return loss, out, grads, jax.lax.stop_gradient(aux)
 
@@ -81,8 +91,10 @@ def loss_and_grads(apply_fn: Callable[..., tuple[Mapping[str, jax.Array], Any]],
   # 3. Chunk by chunk: recompute the forward pass and pull the cotangent back.
   #    A scalar output is computed identically in every chunk, so each chunk
   #    takes 1/k of its cotangent.
-  cotangents = {name: jnp.broadcast_to(g / k, (k,)) if g.ndim == 0 else _chunk(g, k)
-                for name, g in d_out.items()}
+  cotangents = {
+    name: jnp.broadcast_to(g / k, (k,)) if g.ndim == 0 else _chunk(g, k)
+    for name, g in d_out.items()
+  }
 
   def backward(acc, chunk_and_ct):
     x, ct = chunk_and_ct

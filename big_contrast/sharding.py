@@ -5,6 +5,7 @@ takes the remaining devices). The batch is split over every mesh axis; parameter
 are partitioned by (regex, strategy) rules matched against their path, so models
 carry no sharding code of their own.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,11 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # Below this many elements a parameter is replicated: splitting it saves little
 # memory and costs an all-gather per use.
-MIN_SHARDED_SIZE = 2 ** 14
+MIN_SHARDED_SIZE = 2**14
 
 
 def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -36,10 +38,13 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
     raise ValueError(f"config.mesh={dict(mesh_cfg)} does not divide {len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"config.mesh={dict(mesh_cfg)} has {int(np.prod(sizes))} devices, "
-                     f"but {len(devices)} are available; use -1 for one axis")
-  return jax.make_mesh(tuple(sizes), names, axis_types=(AxisType.Auto,) * len(names),
-                       devices=devices)
+    raise ValueError(
+      f"config.mesh={dict(mesh_cfg)} has {int(np.prod(sizes))} devices, "
+      f"but {len(devices)} are available; use -1 for one axis"
+    )
+  return jax.make_mesh(
+    tuple(sizes), names, axis_types=(AxisType.Auto,) * len(names), devices=devices
+  )
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
@@ -101,8 +106,10 @@ def param_specs(abstract_tree, mesh: Mesh, rules: Sequence[tuple[str, object]] =
         return P()
       spec = P(*strategy)
       if len(spec) > len(shape):
-        raise ValueError(f"sharding rule {pattern.pattern!r}: spec {spec} has more "
-                         f"dimensions than parameter {name} {shape}")
+        raise ValueError(
+          f"sharding rule {pattern.pattern!r}: spec {spec} has more "
+          f"dimensions than parameter {name} {shape}"
+        )
       return spec
     return P()
 
@@ -110,8 +117,7 @@ def param_specs(abstract_tree, mesh: Mesh, rules: Sequence[tuple[str, object]] =
 
 
 def to_shardings(specs, mesh: Mesh):
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
 def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -121,5 +127,6 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[st
   has the global leading dimension.
   """
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }

@@ -2,6 +2,7 @@
 
 Only process 0 writes; every process may call.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ class MetricWriter:
     self._writer = self._jsonl = None
     if jax.process_index() == 0:
       import tensorboardX  # noqa: PLC0415 — only the writing process needs it
+
       self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
       self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
 
@@ -29,8 +31,9 @@ class MetricWriter:
       return
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), global_step=step)
-    self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}})
-                      + "\n")
+    self._jsonl.write(
+      json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
+    )
 
   def flush(self) -> None:
     if self._writer is not None:

@@ -19,6 +19,7 @@ decay, the warm-up and the temperature 0.1.
 
   python -m big_contrast.train --config=configs/dcl.py:tiny --workdir=/tmp/dcl
 """
+
 import math
 
 from big_contrast import config_lib
@@ -32,9 +33,9 @@ def get_config(arg: str = "tiny"):
   c = config_lib.sibling_config(__file__, "simclr.py", arg)
   c.loss.name = "dcl"
   if arg == "resnet50":
-    c.batch_size = 256              # abstract: batch 256
-    c.total_steps = 1_000_913       # abstract: 200 epochs (1,281,167·200 // 256 + 1)
-    c.optim.lr = 0.075 * math.sqrt(c.batch_size)   # SimCLR's sqrt rule; unverified for DCL
-    c.optim.warmup_steps = 50_045   # 10 epochs; unverified
-    c.loss.temperature = 0.1        # unverified
+    c.batch_size = 256  # abstract: batch 256
+    c.total_steps = 1_000_913  # abstract: 200 epochs (1,281,167·200 // 256 + 1)
+    c.optim.lr = 0.075 * math.sqrt(c.batch_size)  # SimCLR's sqrt rule; unverified for DCL
+    c.optim.warmup_steps = 50_045  # 10 epochs; unverified
+    c.loss.temperature = 0.1  # unverified
   return c

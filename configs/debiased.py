@@ -36,24 +36,35 @@ VARIANTS = ("tiny", "cifar10_resnet50")
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
-    raise ValueError(f"configs/debiased.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
+    raise ValueError(
+      f"configs/debiased.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
   c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "resnet50")
   c.loss.name = "debiased"
-  c.loss.tau_plus = 0.1          # 1 / number of classes
+  c.loss.tau_plus = 0.1  # 1 / number of classes
   c.loss.beta = 0.0
   if arg == "cifar10_resnet50":
     c.data.image_size = 32
     # HCL image/utils.py: default RandomResizedCrop area (0.08-1), blur p 0.5 with
     # σ 0.1-2.0 (inherited from resnet50), ColorJitter(0.4, 0.4, 0.4, 0.1) = s 0.5.
     c.data.augment.update(crop_scale=(0.08, 1.0), blur_prob=0.5, jitter_strength=0.5)
-    c.model.image.update(stem="cifar")       # DCL model.py: 3×3 stride-1 conv, no max-pool
-    c.model.head_hidden = 512                # DCL model.py: 2048 → 512 (BN, ReLU) → 128
+    c.model.image.update(stem="cifar")  # DCL model.py: 3×3 stride-1 conv, no max-pool
+    c.model.head_hidden = 512  # DCL model.py: 2048 → 512 (BN, ReLU) → 128
     c.model.head_batch_norm = True
-    c.loss.temperature = 0.5                 # DCL main.py --temperature default
-    c.batch_size = 256                       # DCL main.py --batch_size default
-    c.total_steps = 78_000        # 400 epochs × 195 full batches of CIFAR-10's 50,000
-    c.optim = ml_collections.ConfigDict(dict(
-        name="adamw", lr=1e-3, warmup_steps=0, weight_decay=1e-6, b1=0.9, b2=0.999,
-        eps=1e-8, grad_clip_norm=0.0, end_lr_fraction=1.0))
+    c.loss.temperature = 0.5  # DCL main.py --temperature default
+    c.batch_size = 256  # DCL main.py --batch_size default
+    c.total_steps = 78_000  # 400 epochs × 195 full batches of CIFAR-10's 50,000
+    c.optim = ml_collections.ConfigDict(
+      dict(
+        name="adamw",
+        lr=1e-3,
+        warmup_steps=0,
+        weight_decay=1e-6,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        grad_clip_norm=0.0,
+        end_lr_fraction=1.0,
+      )
+    )
   return c

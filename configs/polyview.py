@@ -17,6 +17,7 @@ SimCLR's ResNet-50 settings (configs/simclr.py) carried over.
 
   python -m big_contrast.train --config=configs/polyview.py:tiny --workdir=/tmp/polyview
 """
+
 from big_contrast import config_lib
 
 VARIANTS = ("tiny", "resnet50")
@@ -24,8 +25,9 @@ VARIANTS = ("tiny", "resnet50")
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
-    raise ValueError(f"configs/polyview.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
+    raise ValueError(
+      f"configs/polyview.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
   c = config_lib.sibling_config(__file__, "simclr.py", arg)
   c.loss.name = "polyview"
   c.loss.variant = "geometric"
@@ -33,10 +35,10 @@ def get_config(arg: str = "tiny"):
     c.data.num_views = 4
     c.batch_size = 64
   else:
-    c.data.num_views = 8          # unverified
-    c.batch_size = 256            # abstract: batch size 256
-    c.total_steps = 640_584       # abstract: 128 epochs (1,281,167·128 // 256 + 1)
-    c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256   # unverified
+    c.data.num_views = 8  # unverified
+    c.batch_size = 256  # abstract: batch size 256
+    c.total_steps = 640_584  # abstract: 128 epochs (1,281,167·128 // 256 + 1)
+    c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256  # unverified
     c.optim.warmup_steps = 50_045  # 10 epochs; unverified
-    c.loss.temperature = 0.1      # unverified
+    c.loss.temperature = 0.1  # unverified
   return c

@@ -28,40 +28,53 @@ MAP head and last-token pooling (the released models; the paper does not say).
 
   python -m big_contrast.train --config=configs/siglip.py:tiny --workdir=/tmp/siglip
 """
-from big_contrast import config_lib
 
 import ml_collections
+
+from big_contrast import config_lib
 
 VARIANTS = ("tiny", "vit_b16")
 
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
-    raise ValueError(f"configs/siglip.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
+    raise ValueError(
+      f"configs/siglip.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
   c = config_lib.sibling_config(__file__, "clip.py", arg)
   c.loss.name = "siglip"
-  c.loss.identical_texts_positive = False   # not used by the sigmoid loss
-  c.model.temperature_init = 0.1    # §3.2/§4.9: t' = log 10, i.e. t = 10 = 1/0.1
+  c.loss.identical_texts_positive = False  # not used by the sigmoid loss
+  c.model.temperature_init = 0.1  # §3.2/§4.9: t' = log 10, i.e. t = 10 = 1/0.1
   c.model.min_temperature = None
-  c.model.bias_init = -10.0         # §3.2/§4.9: b = −10
+  c.model.bias_init = -10.0  # §3.2/§4.9: b = −10
   if arg == "vit_b16":
     c.data.augment = config_lib.augment_config(
-        clip_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), clip_flip_prob=0.0)
-    c.text.max_len = 16           # §4.2: at most 16 text tokens (32k C4 SentencePiece)
+      clip_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), clip_flip_prob=0.0
+    )
+    c.text.max_len = 16  # §4.2: at most 16 text tokens (32k C4 SentencePiece)
     c.model.embed_dim = 768
     c.model.image.update(pool="map")
-    c.model.text = ml_collections.ConfigDict(dict(
-        width=768, depth=12, heads=12, mlp_dim=3072, causal=False, pool="eos"))
-    c.batch_size = 32_768         # Fig. 2 / Table 5: SigLIP peaks at 32k
-    c.total_steps = 274_658       # 9B seen examples / 32,768 (Fig. 2 middle, Table 5)
+    c.model.text = ml_collections.ConfigDict(
+      dict(width=768, depth=12, heads=12, mlp_dim=3072, causal=False, pool="eos")
+    )
+    c.batch_size = 32_768  # Fig. 2 / Table 5: SigLIP peaks at 32k
+    c.total_steps = 274_658  # 9B seen examples / 32,768 (Fig. 2 middle, Table 5)
     # App. C: lr 1e-3 and weight decay 1e-4 "across a wide range of batch sizes"
     # (Table 6's sweep found lr 3e-4 / wd 3e-5 slightly better at 32k, 3B seen).
     # big_vision adds wd·θ after the lr scaling (update = −sched·(lr·adam + wd·θ),
     # big_vision/optax.py), while optax.adamw multiplies its decay by the scheduled
     # lr, so the same decay here is wd / lr = 1e-4 / 1e-3 = 0.1.
     # Warm-up: App. A's 200M examples (≈ 6.1k steps at 32k), stated for SigLiT only.
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=1e-3, warmup_steps=6_104, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8,
-        grad_clip_norm=1.0, end_lr_fraction=0.0))
+    c.optim = ml_collections.ConfigDict(
+      dict(
+        lr=1e-3,
+        warmup_steps=6_104,
+        weight_decay=0.1,
+        b1=0.9,
+        b2=0.95,
+        eps=1e-8,
+        grad_clip_norm=1.0,
+        end_lr_fraction=0.0,
+      )
+    )
   return c

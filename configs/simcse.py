@@ -33,6 +33,7 @@ resumed run is identical to an uninterrupted one. Variants:
 
   python -m big_contrast.train --config=configs/simcse.py:tiny --workdir=/tmp/simcse
 """
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -49,7 +50,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.sharding_rules = [(".*", "fsdp")]
 
   c.data = config_lib.data_config()
-  c.data.name = "bc_lee"                    # sentences of gensim's Lee corpus
+  c.data.name = "bc_lee"  # sentences of gensim's Lee corpus
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.text_key = "text"
@@ -61,8 +62,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.model.remat = False
   c.model.embed_dim = 64
-  c.model.text = ml_collections.ConfigDict(dict(
-      width=64, depth=2, heads=4, mlp_dim=128, causal=False, pool="mean", dropout=0.1))
+  c.model.text = ml_collections.ConfigDict(
+    dict(width=64, depth=2, heads=4, mlp_dim=128, causal=False, pool="mean", dropout=0.1)
+  )
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "simcse"
@@ -70,13 +72,23 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   c.batch_size = 64
   c.total_steps = 300
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=30, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8,
-      grad_clip_norm=1.0, end_lr_fraction=0.01))
-  c.microbatches = 1      # must stay 1 while dropout > 0 (masks cannot be replayed per chunk)
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      lr=1e-3,
+      warmup_steps=30,
+      weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=1.0,
+      end_lr_fraction=0.01,
+    )
+  )
+  c.microbatches = 1  # must stay 1 while dropout > 0 (masks cannot be replayed per chunk)
   c.max_nonfinite_steps = 10
-  c.init_from = ml_collections.ConfigDict(dict(
-      path=config_dict.placeholder(str), rename=(), adapt=config_dict.placeholder(str)))
+  c.init_from = ml_collections.ConfigDict(
+    dict(path=config_dict.placeholder(str), rename=(), adapt=config_dict.placeholder(str))
+  )
   c.debug = ""
 
   c.log_every = 50
@@ -93,29 +105,40 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # ρ 0.031; a 4k-piece vocabulary from the train split makes them ~31 tokens (99% <
     # 64). Mean pooling (EOS pooling: ρ 0.004); the loss is ~0.005 by step 150, so more
     # steps, higher dropout (0.3), temperature 0.2 or lr 3e-3 did not help.
-    c.text.tokenizer = "bc_lee:4000"   # built from the train split on first use
+    c.text.tokenizer = "bc_lee:4000"  # built from the train split on first use
     c.text.max_len = 64
     c.total_steps = 200
     c.optim.warmup_steps = 20
     c.ckpt_every = 200
   elif arg == "bert_base":
-    c.data.name = config_dict.placeholder(str)      # your converted sentence dataset dir
+    c.data.name = config_dict.placeholder(str)  # your converted sentence dataset dir
     c.data.worker_count = 8
     c.text.max_len = 32
     c.text.tokenizer = config_dict.placeholder(str)  # a SentencePiece .model
     c.model.dtype = "bfloat16"
     c.model.embed_dim = 768
-    c.model.text = ml_collections.ConfigDict(dict(
-        width=768, depth=12, heads=12, mlp_dim=3072, causal=False, pool="mean", dropout=0.1))
+    c.model.text = ml_collections.ConfigDict(
+      dict(width=768, depth=12, heads=12, mlp_dim=3072, causal=False, pool="mean", dropout=0.1)
+    )
     c.batch_size = 64
-    c.total_steps = 15_625       # one epoch of 1M sentences, as in the paper
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=3e-5, warmup_steps=0, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip_norm=0.0, end_lr_fraction=0.0))
+    c.total_steps = 15_625  # one epoch of 1M sentences, as in the paper
+    c.optim = ml_collections.ConfigDict(
+      dict(
+        lr=3e-5,
+        warmup_steps=0,
+        weight_decay=0.0,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        grad_clip_norm=0.0,
+        end_lr_fraction=0.0,
+      )
+    )
     c.log_every = 100
     c.ckpt_every = 2_500
     c.eval.at_end = ("diagnostics",)
   else:
-    raise ValueError(f"configs/simcse.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
+    raise ValueError(
+      f"configs/simcse.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
   return c

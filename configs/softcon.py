@@ -32,6 +32,7 @@ implemented: the paper's Siamese masking.
 
   python -m big_contrast.train --config=configs/softcon.py:tiny --workdir=/tmp/softcon
 """
+
 from big_contrast import config_lib
 
 VARIANTS = ("tiny", "s2_vitb14")
@@ -39,14 +40,15 @@ VARIANTS = ("tiny", "s2_vitb14")
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
-    raise ValueError(f"configs/softcon.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
+    raise ValueError(
+      f"configs/softcon.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
   c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "vit_b16")
   c.loss.name = "softcon"
   c.loss.label_key = "labels"
   c.loss.similarity = "cosine"
   c.loss.temperature = 0.2
-  c.loss.soft_weight = 0.5     # share of each target row on label similarity (1: labels only)
+  c.loss.soft_weight = 0.5  # share of each target row on label similarity (1: labels only)
   # The grids carry only multi-hot `labels`: the probe is then one-vs-rest (mAP, F1).
   c.eval.at_end = ("linear_probe", "diagnostics")
   c.eval.raw_pixels_size = None
@@ -62,10 +64,9 @@ def get_config(arg: str = "tiny"):
     c.data.augment.crop_scale = (0.8, 1.0)
   else:
     c.data.image_size = 224
-    c.model.image.update(variant="B/14", image_size=224, channels=13, posemb="learn",
-                         pool="cls")
+    c.model.image.update(variant="B/14", image_size=224, channels=13, posemb="learn", pool="cls")
     c.model.embed_dim = 256
-    c.model.head_batch_norm = False   # unverified; not MoCo v3's BN head that vit_b16 has
+    c.model.head_batch_norm = False  # unverified; not MoCo v3's BN head that vit_b16 has
     c.batch_size = 1024
     c.total_steps = 100_000
     c.optim.update(lr=1e-4, warmup_steps=5_000, weight_decay=0.05)

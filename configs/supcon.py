@@ -26,6 +26,7 @@ multiplies by τ/0.07), which `supcon_loss` does not.
 
   python -m big_contrast.train --config=configs/supcon.py:tiny --workdir=/tmp/supcon
 """
+
 from big_contrast import config_lib
 
 VARIANTS = ("tiny", "resnet50")
@@ -33,17 +34,20 @@ VARIANTS = ("tiny", "resnet50")
 
 def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
-    raise ValueError(f"configs/supcon.py: unknown variant {arg!r}; expected one of "
-                     f"{list(VARIANTS)}")
-  c = config_lib.sibling_config(__file__, "simclr.py", {"tiny": "tiny", "resnet50": "resnet50"}[arg])
+    raise ValueError(
+      f"configs/supcon.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
+  c = config_lib.sibling_config(
+    __file__, "simclr.py", {"tiny": "tiny", "resnet50": "resnet50"}[arg]
+  )
   c.loss.name = "supcon"
   c.loss.label_key = "label"
-  c.loss.temperature = 0.1           # §4.5: τ = 0.1 for every reported result
+  c.loss.temperature = 0.1  # §4.5: τ = 0.1 for every reported result
   if arg == "resnet50":
-    c.batch_size = 6144             # §4.5: batch 6,144 for ResNet-50
+    c.batch_size = 6144  # §4.5: batch 6,144 for ResNet-50
     # §4.5 / Supp. §11: 350 epochs for ResNet-50 (700 is ResNet-200's):
     # 1,281,167·350 // 6,144 + 1.
     c.total_steps = 72_984
-    c.optim.lr = 0.3 * c.batch_size / 256   # unverified (SimCLR's rule)
+    c.optim.lr = 0.3 * c.batch_size / 256  # unverified (SimCLR's rule)
     c.optim.warmup_steps = 2_085  # 10 epochs; unverified (SimCLR's)
   return c

@@ -1,4 +1,5 @@
 """Every config: its tiny variant trains on 8 devices; its real-scale variants build abstractly."""
+
 import os
 import sys
 
@@ -13,15 +14,37 @@ from big_contrast.data import augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import (clip, dcl, debiased, polyview, siglip, simclr, simcse, softcon,  # noqa: E402
-                     supcon)
+from configs import (
+  clip,
+  dcl,
+  debiased,
+  polyview,
+  siglip,
+  simclr,
+  simcse,
+  softcon,
+  supcon,
+)
 
-MODULES = {"clip": clip, "siglip": siglip, "simclr": simclr, "supcon": supcon, "dcl": dcl,
-           "debiased": debiased, "polyview": polyview, "softcon": softcon, "simcse": simcse}
+MODULES = {
+  "clip": clip,
+  "siglip": siglip,
+  "simclr": simclr,
+  "supcon": supcon,
+  "dcl": dcl,
+  "debiased": debiased,
+  "polyview": polyview,
+  "softcon": softcon,
+  "simcse": simcse,
+}
 TINY = [(name, "tiny") for name in MODULES] + [("simclr", "tiny_resnet")]
-REAL = [(name, v) for name, m in MODULES.items() for v in m.VARIANTS
-        if v not in ("tiny", "tiny_resnet", "digits")]
-VOCAB = {"clip": 49_408, "siglip": 32_000, "simcse": 30_522}     # the papers' tokenizers
+REAL = [
+  (name, v)
+  for name, m in MODULES.items()
+  for v in m.VARIANTS
+  if v not in ("tiny", "tiny_resnet", "digits")
+]
+VOCAB = {"clip": 49_408, "siglip": 32_000, "simcse": 30_522}  # the papers' tokenizers
 # SimCSE's recipe batch is 64 sentences: it fits a 64-device (4×16) slice, not 256.
 MESH = {"simcse": (4, 16)}
 
@@ -70,28 +93,37 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
   config_lib.validate(config)
   mesh = sharding.make_mesh(config.mesh)
   assert mesh.size == 8
-  tok = (tokenizer_lib.make_tokenizer("bytes") if config.task in ("image_text", "text")
-         else None)
-  it = pipeline.train_iterator(config.data, kind=config.task, global_batch_size=config.batch_size,
-                               seed=config.seed, tokenizer=tok, text_max_len=config.text.max_len
-                               if "text" in config else 32, process_index=0, process_count=1)
+  tok = tokenizer_lib.make_tokenizer("bytes") if config.task in ("image_text", "text") else None
+  it = pipeline.train_iterator(
+    config.data,
+    kind=config.task,
+    global_batch_size=config.batch_size,
+    seed=config.seed,
+    tokenizer=tok,
+    text_max_len=config.text.max_len if "text" in config else 32,
+    process_index=0,
+    process_count=1,
+  )
   batch = {k: v for k, v in next(it).items() if k != "skipped"}
   batch = sharding.host_batch_to_global(batch, mesh)
   trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
   state = trainee.init(config.seed)
   step = train.make_train_step(trainee)
   losses = []
-  for _ in range(5):   # the same batch: the loss must go down if gradients are right
+  for _ in range(5):  # the same batch: the loss must go down if gradients are right
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))
   assert np.all(np.isfinite(losses)), losses
   assert losses[-1] < losses[0], losses
   initial_rest = jax.device_get(trainee.init(config.seed)["rest"])
-  if any(sharding.path_str(p).endswith("/mean")
-         for p, _ in jax.tree_util.tree_leaves_with_path(initial_rest)):
+  if any(
+    sharding.path_str(p).endswith("/mean")
+    for p, _ in jax.tree_util.tree_leaves_with_path(initial_rest)
+  ):
     # BatchNorm running statistics move with the steps (they feed every eval pass).
-    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), initial_rest,
-                         jax.device_get(state["rest"]))
+    moved = jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), initial_rest, jax.device_get(state["rest"])
+    )
     assert any(jax.tree.leaves(moved))
 
 
@@ -99,16 +131,16 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
 def test_real_variant_builds_abstractly_on_a_16x16_mesh(name, variant):
   config = MODULES[name].get_config(variant)
   config.mesh.fsdp = 16
-  mesh = AbstractMesh(MESH.get(name, (16, 16)), ("data", "fsdp"),
-                      axis_types=(AxisType.Auto,) * 2)
+  mesh = AbstractMesh(MESH.get(name, (16, 16)), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
   trainee = train.Trainee(config, mesh, vocab_size=VOCAB.get(name))
   assert config.batch_size % mesh.size == 0
   params = trainee.abstract_state["params"]
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   assert n_params > 20e6
-  big = [x for x in jax.tree.leaves(params) if np.prod(x.shape) >= 2 ** 20]
-  assert big and all("fsdp" in str(x.sharding.spec) for x in big), \
-      [(x.shape, x.sharding.spec) for x in big if "fsdp" not in str(x.sharding.spec)]
+  big = [x for x in jax.tree.leaves(params) if np.prod(x.shape) >= 2**20]
+  assert big and all("fsdp" in str(x.sharding.spec) for x in big), [
+    (x.shape, x.sharding.spec) for x in big if "fsdp" not in str(x.sharding.spec)
+  ]
 
 
 @pytest.mark.parametrize("name", MODULES)

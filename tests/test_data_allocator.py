@@ -1,4 +1,5 @@
 """glibc malloc tuning for the input pipeline: freed temporaries are reused, not faulted in."""
+
 import platform
 import subprocess
 import sys
@@ -31,23 +32,29 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 200)
 
 
 def _faults_per_step(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True,
-                         check=True, timeout=120)
-    return float(out.stdout.strip().splitlines()[-1])
+  out = subprocess.run(
+    [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True, timeout=120
+  )
+  return float(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc's mallopt")
 def test_tuned_malloc_reuses_freed_temporaries_instead_of_faulting_them_in():
-    plain, tuned = _faults_per_step("plain"), _faults_per_step("tuned")
-    assert tuned < 5 and tuned < plain, (plain, tuned)
+  plain, tuned = _faults_per_step("plain"), _faults_per_step("tuned")
+  assert tuned < 5 and tuned < plain, (plain, tuned)
 
 
 @pytest.mark.parametrize("setting", [True, False])
 def test_the_pipeline_tunes_malloc_in_process_only_when_configured(monkeypatch, setting, tmp_path):
-    calls = []
-    monkeypatch.setattr(pipeline, "tune_malloc", lambda: calls.append(1) or True)
-    digits.ensure_built("bc_digits", str(tmp_path))
-    pipeline.train_dataset({"name": "bc_digits", "data_dir": str(tmp_path), "tune_malloc": setting},
-                           kind="multiview", global_batch_size=8, seed=0,
-                           process_index=0, process_count=1)
-    assert calls == ([1] if setting else [])
+  calls = []
+  monkeypatch.setattr(pipeline, "tune_malloc", lambda: calls.append(1) or True)
+  digits.ensure_built("bc_digits", str(tmp_path))
+  pipeline.train_dataset(
+    {"name": "bc_digits", "data_dir": str(tmp_path), "tune_malloc": setting},
+    kind="multiview",
+    global_batch_size=8,
+    seed=0,
+    process_index=0,
+    process_count=1,
+  )
+  assert calls == ([1] if setting else [])

@@ -1,4 +1,5 @@
 """Photometric augmentation on the device: the host's ops, per example, sharding-invariant."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +19,9 @@ def test_jitter_equals_the_hosts_for_the_same_draws(seed):
   x = rng.random((12, 10, 3)).astype(np.float32)
   order, factors, turns = augment.jitter_params(rng, strength=1.0)
   host = augment.apply_jitter(x, order, factors, turns)
-  dev = device_augment.apply_jitter(jnp.asarray(x), jnp.asarray(order),
-                                    jnp.asarray(factors, jnp.float32), jnp.float32(turns))
+  dev = device_augment.apply_jitter(
+    jnp.asarray(x), jnp.asarray(order), jnp.asarray(factors, jnp.float32), jnp.float32(turns)
+  )
   np.testing.assert_allclose(np.asarray(dev), host, atol=2e-6)
 
 
@@ -41,8 +43,9 @@ def test_no_ops_is_the_plain_unit_range_map():
 def test_per_view_probabilities_and_forced_ops():
   views = _views()
   cfg = dict(jitter_prob=0.0, grayscale_prob=(0.0, 1.0), blur_prob=0.0, solarize_prob=(1.0, 0.0))
-  out = np.asarray(device_augment.photometric(jnp.asarray(views), jnp.arange(8, dtype=jnp.uint32),
-                                              cfg))
+  out = np.asarray(
+    device_augment.photometric(jnp.asarray(views), jnp.arange(8, dtype=jnp.uint32), cfg)
+  )
   # View 0 solarized: nothing above the middle grey; view 1 grey: equal channels.
   assert out[:, 0].max() <= 1e-6 and out[:, 1].max() > 0.1
   np.testing.assert_allclose(out[:, 1, ..., 0], out[:, 1, ..., 2], atol=1e-6)
@@ -54,8 +57,7 @@ def test_draws_depend_only_on_each_examples_seed():
   seeds = np.arange(100, 108, dtype=np.uint32)
   a = np.asarray(device_augment.photometric(jnp.asarray(views), jnp.asarray(seeds), {}))
   # Reversing the batch reverses the output: no dependence on batch position.
-  b = np.asarray(device_augment.photometric(jnp.asarray(views[::-1]), jnp.asarray(seeds[::-1]),
-                                            {}))
+  b = np.asarray(device_augment.photometric(jnp.asarray(views[::-1]), jnp.asarray(seeds[::-1]), {}))
   np.testing.assert_allclose(b[::-1], a, atol=1e-6)
   c = np.asarray(device_augment.photometric(jnp.asarray(views), jnp.asarray(seeds + 1), {}))
   assert np.abs(c - a).max() > 0.1
@@ -65,8 +67,9 @@ def test_draws_depend_only_on_each_examples_seed():
 def test_sharded_over_8_devices_equals_one_device():
   views, seeds = _views(b=16), np.arange(16, dtype=np.uint32)
   mesh = sharding.make_mesh({"data": -1})
-  fn = jax.jit(lambda v, s: device_augment.photometric(v, s, {}),
-               out_shardings=sharding.batch_sharding(mesh))
+  fn = jax.jit(
+    lambda v, s: device_augment.photometric(v, s, {}), out_shardings=sharding.batch_sharding(mesh)
+  )
   batch = sharding.host_batch_to_global(dict(views=views, seeds=seeds), mesh)
   sharded = np.asarray(fn(batch["views"], batch["seeds"]))
   single = np.asarray(jax.jit(lambda v, s: device_augment.photometric(v, s, {}))(views, seeds))
@@ -77,8 +80,9 @@ def test_pipeline_ships_crop_flip_views_and_a_seed_per_example(tmp_path):
   cfg = dict(name="bc_digits", data_dir=str(tmp_path), augment=dict(device=True))
 
   def first_batch():
-    it = pipeline.train_iterator(cfg, kind="multiview", global_batch_size=16, seed=3,
-                                 process_index=0, process_count=1)
+    it = pipeline.train_iterator(
+      cfg, kind="multiview", global_batch_size=16, seed=3, process_index=0, process_count=1
+    )
     return next(it)
 
   a, b = first_batch(), first_batch()

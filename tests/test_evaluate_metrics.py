@@ -21,21 +21,31 @@ KNN_TRAIN_X = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [-1.0, 0.0]])
 KNN_TRAIN_Y = np.array([0, 1, 1, 2])
 
 
-@pytest.mark.parametrize("k, temperature, expected_top1", [
-    (1, 1.0, 1.0),   # nearest neighbour is the class-0 point itself
-    (3, 1.0, 0.0),   # e^1 = 2.72 for class 0 < e^0.8 + e^0 = 3.23 for class 1
-    (3, 0.1, 1.0),   # e^10 > e^8 + e^0: a sharper temperature trusts the closest point
-])
+@pytest.mark.parametrize(
+  "k, temperature, expected_top1",
+  [
+    (1, 1.0, 1.0),  # nearest neighbour is the class-0 point itself
+    (3, 1.0, 0.0),  # e^1 = 2.72 for class 0 < e^0.8 + e^0 = 3.23 for class 1
+    (3, 0.1, 1.0),  # e^10 > e^8 + e^0: a sharper temperature trusts the closest point
+  ],
+)
 def test_knn_weighted_votes_by_hand(k, temperature, expected_top1):
   result = evaluate.knn_accuracy(
-      KNN_TRAIN_X, KNN_TRAIN_Y, np.array([[2.0, 0.0]]), np.array([0]),
-      k=k, temperature=temperature, num_classes=3)
+    KNN_TRAIN_X,
+    KNN_TRAIN_Y,
+    np.array([[2.0, 0.0]]),
+    np.array([0]),
+    k=k,
+    temperature=temperature,
+    num_classes=3,
+  )
   assert result["top1"] == expected_top1 and "top5" not in result
 
 
 def _knn_reference(train_x, train_y, test_x, k, temperature, num_classes):
   def unit(a):
     return a / np.linalg.norm(a, axis=1, keepdims=True)
+
   sims = unit(test_x) @ unit(train_x).T
   votes = np.zeros((len(test_x), num_classes))
   for i, row in enumerate(sims):
@@ -50,8 +60,9 @@ def test_knn_chunked_matches_dense_reference():
   test_x, test_y = rng.standard_normal((23, 8)), rng.integers(0, 12, 23)
   votes = _knn_reference(train_x, train_y, test_x, 5, 0.5, 12)
   ranks = evaluate.label_ranks(votes, test_y)
-  result = evaluate.knn_accuracy(train_x, train_y, test_x, test_y, k=5, temperature=0.5,
-                                 num_classes=12, batch_size=7)  # 7 does not divide 23
+  result = evaluate.knn_accuracy(
+    train_x, train_y, test_x, test_y, k=5, temperature=0.5, num_classes=12, batch_size=7
+  )  # 7 does not divide 23
   assert result["top1"] == pytest.approx(np.mean(ranks < 1))
   assert result["top5"] == pytest.approx(np.mean(ranks < 5))
 
@@ -64,10 +75,10 @@ def test_knn_rejects_k_larger_than_train():
 # -- zero-shot -----------------------------------------------------------------------------------
 
 TEXT_TABLE = {
-    "a photo of a cat.": [1.0, 0.0, 0.0],
-    "a drawing of a cat.": [0.0, 2.0, 0.0],   # norm 2: normalised before averaging
-    "a photo of a dog.": [0.0, 0.0, 1.0],
-    "a drawing of a dog.": [0.0, 0.0, 3.0],
+  "a photo of a cat.": [1.0, 0.0, 0.0],
+  "a drawing of a cat.": [0.0, 2.0, 0.0],  # norm 2: normalised before averaging
+  "a photo of a dog.": [0.0, 0.0, 1.0],
+  "a drawing of a dog.": [0.0, 0.0, 3.0],
 }
 
 
@@ -77,7 +88,8 @@ def _fake_encode_text(texts):
 
 def test_zero_shot_classifier_averages_normalised_templates():
   classes = evaluate.zero_shot_classifier(
-      _fake_encode_text, ["cat", "dog"], ["a photo of a {}.", "a drawing of a {}."])
+    _fake_encode_text, ["cat", "dog"], ["a photo of a {}.", "a drawing of a {}."]
+  )
   s = 1 / math.sqrt(2)
   np.testing.assert_allclose(classes, [[s, s, 0.0], [0.0, 0.0, 1.0]], atol=1e-6)
 
@@ -90,7 +102,7 @@ def test_zero_shot_classifier_rejects_template_without_slot():
 def test_zero_shot_accuracy_by_hand():
   classes = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
   images = np.array([[5.0, 1.0], [1.0, 2.0], [3.0, 1.0], [-1.0, 0.1]])
-  labels = np.array([0, 0, 1, 2])   # predictions: 0, 1, 0, 2
+  labels = np.array([0, 0, 1, 2])  # predictions: 0, 1, 0, 2
   result = evaluate.zero_shot_accuracy(images, labels, classes)
   assert result == {"top1": 0.5, "mean_per_class_recall": pytest.approx((0.5 + 0.0 + 1.0) / 3)}
 
@@ -105,13 +117,15 @@ def test_zero_shot_top5_with_ten_classes():
 # -- retrieval -----------------------------------------------------------------------------------
 
 IMAGES = np.eye(3)
-TEXTS = np.array([
-    [1.0, 0.1, 0.0],   # -> image 0, ranked 1st
-    [0.2, 1.0, 0.0],   # -> image 0, ranked 2nd (behind image 1)
-    [0.0, 1.0, 0.3],   # -> image 1, ranked 1st
-    [0.0, 0.3, 1.0],   # -> image 2, ranked 1st
-    [0.5, 0.0, 0.4],   # -> image 2, ranked 2nd (behind image 0)
-])
+TEXTS = np.array(
+  [
+    [1.0, 0.1, 0.0],  # -> image 0, ranked 1st
+    [0.2, 1.0, 0.0],  # -> image 0, ranked 2nd (behind image 1)
+    [0.0, 1.0, 0.3],  # -> image 1, ranked 1st
+    [0.0, 0.3, 1.0],  # -> image 2, ranked 1st
+    [0.5, 0.0, 0.4],  # -> image 2, ranked 2nd (behind image 0)
+  ]
+)
 TEXT_TO_IMAGE = np.array([0, 0, 1, 2, 2])
 # Image->text, by cosine: image 0 ranks text 0 (0.995) first: hit. Image 1 ranks text 1 (0.981)
 # above its only caption, text 2 (0.958): hit at 2. Image 2 ranks text 3 (0.958) first: hit.
@@ -126,8 +140,9 @@ def test_retrieval_recall_by_hand():
 def test_retrieval_boolean_positives_and_chunks_agree_with_index_form():
   positives = np.zeros((5, 3), bool)
   positives[np.arange(5), TEXT_TO_IMAGE] = True
-  result = evaluate.retrieval_recall(IMAGES, TEXTS, text_to_image=positives, ks=(1, 2),
-                                     batch_size=2)
+  result = evaluate.retrieval_recall(
+    IMAGES, TEXTS, text_to_image=positives, ks=(1, 2), batch_size=2
+  )
   assert result == pytest.approx(EXPECTED)
 
 
@@ -138,16 +153,18 @@ def test_retrieval_many_to_many_positives_and_query_without_positive():
   positives[1, 1] = True  # text 1 also describes image 1: now a hit at 1 both ways
   result = evaluate.retrieval_recall(images, TEXTS, text_to_image=positives, ks=(1, 10))
   # Text 4 ranks image 3 (cos 0.81) above image 2 (0.62) and image 0 (0.78): miss at 1.
-  assert result == pytest.approx({"i2t_R@1": 1.0, "i2t_R@10": 1.0, "t2i_R@1": 4 / 5,
-                                  "t2i_R@10": 1.0})
+  assert result == pytest.approx(
+    {"i2t_R@1": 1.0, "i2t_R@10": 1.0, "t2i_R@1": 4 / 5, "t2i_R@10": 1.0}
+  )
 
 
 def test_retrieval_matches_brute_force_on_random_data():
   rng = np.random.default_rng(0)
   images, texts = rng.standard_normal((30, 6)), rng.standard_normal((45, 6))
   positives = rng.random((45, 30)) < 0.05
-  result = evaluate.retrieval_recall(images, texts, text_to_image=positives, ks=(1, 5),
-                                     batch_size=8)
+  result = evaluate.retrieval_recall(
+    images, texts, text_to_image=positives, ks=(1, 5), batch_size=8
+  )
   sims = texts @ images.T / np.outer(np.linalg.norm(texts, axis=1), np.linalg.norm(images, axis=1))
   for name, s, pos in [("t2i", sims, positives), ("i2t", sims.T, positives.T)]:
     order = np.argsort(-s, axis=1, kind="stable")
@@ -163,6 +180,7 @@ def test_retrieval_rejects_out_of_range_image_index():
 
 
 # -- effective rank ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("spectrum", ["covariance", "features"])
 def test_effective_rank_isotropic_is_d_and_rank_one_is_one(spectrum):

@@ -1,4 +1,5 @@
 """Evaluation wired to models and data: sharded feature extraction, the CLI."""
+
 import json
 import os
 import subprocess
@@ -17,14 +18,16 @@ from big_contrast.models.layers import image_input
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("batch_size", [24, 40])   # neither divides the 297 test examples
+@pytest.mark.parametrize("batch_size", [24, 40])  # neither divides the 297 test examples
 def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
   data = dict(name="bc_digits", data_dir=str(tmp_path))
   mesh = sharding.make_mesh({"data": -1})
   w = jnp.asarray(np.random.default_rng(0).normal(size=(32 * 32 * 3, 5)), jnp.float32)
   # uint8 pixels in the models' [-1, 1] convention, as the towers see them.
-  encode = jax.jit(lambda x: image_input(x, jnp.float32).reshape(x.shape[0], -1) @ w,
-                   out_shardings=sharding.batch_sharding(mesh))
+  encode = jax.jit(
+    lambda x: image_input(x, jnp.float32).reshape(x.shape[0], -1) @ w,
+    out_shardings=sharding.batch_sharding(mesh),
+  )
   batches = pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size)
   got = extract.extract(lambda b: encode(b["image"]), batches, mesh, inputs=("image",))
   np.testing.assert_array_equal(got["index"], np.arange(297))
@@ -34,8 +37,9 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
     for i, m, x, y in zip(b["index"], b["mask"], b["image"], b["label"]):
       if m:
         ref[int(i)] = (augment.to_unit_range(x).reshape(-1) @ np.asarray(w), y)
-  np.testing.assert_allclose(got["features"], np.stack([ref[i][0] for i in range(297)]),
-                             rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(
+    got["features"], np.stack([ref[i][0] for i in range(297)]), rtol=1e-4, atol=1e-3
+  )
   np.testing.assert_array_equal(got["label"], [ref[i][1] for i in range(297)])
 
 
@@ -43,45 +47,82 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
 def test_evaluate_cli_on_a_trained_run(tmp_path):
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   train = subprocess.run(
-      [sys.executable, "-m", "big_contrast.train", "--config=configs/clip.py:digits",
-       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.total_steps=3",
-       "--config.batch_size=32", "--config.model.image.width=32",
-       "--config.model.image.depth=1", "--config.model.text.width=32",
-       "--config.model.text.depth=1", "--config.eval.at_end=()",
-       "--config.evals=({'evaluator': 'knn', 'every': 2},)"],
-      cwd=REPO, capture_output=True, text=True)
+    [
+      sys.executable,
+      "-m",
+      "big_contrast.train",
+      "--config=configs/clip.py:digits",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}",
+      "--config.total_steps=3",
+      "--config.batch_size=32",
+      "--config.model.image.width=32",
+      "--config.model.image.depth=1",
+      "--config.model.text.width=32",
+      "--config.model.text.depth=1",
+      "--config.eval.at_end=()",
+      "--config.evals=({'evaluator': 'knn', 'every': 2},)",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert train.returncode == 0, train.stderr[-3000:]
-  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert any("eval/knn/knn/top1" in r and r["step"] == 2 for r in rows)   # periodic evaluator
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("eval/knn/knn/top1" in r and r["step"] == 2 for r in rows)  # periodic evaluator
   periodic = json.loads((workdir / "results.json").read_text())["periodic"]
   assert [r["step"] for r in periodic] == [2] and "eval/knn/knn/top1" in periodic[0]
 
   out = subprocess.run(
-      [sys.executable, "-m", "big_contrast.evaluate", f"--workdir={workdir}", "--eval=all",
-       f"--data_dir={data_dir}", "--dataset=bc_digits", "--split=test"],
-      cwd=REPO, capture_output=True, text=True)
+    [
+      sys.executable,
+      "-m",
+      "big_contrast.evaluate",
+      f"--workdir={workdir}",
+      "--eval=all",
+      f"--data_dir={data_dir}",
+      "--dataset=bc_digits",
+      "--split=test",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((workdir / "eval_3.json").read_text())
-  for key in ("probe/top1", "knn/top1", "zero_shot/top1", "retrieval/i2t_R@1",
-              "retrieval/t2i_R@10", "diagnostics/effective_rank", "diagnostics/uniformity",
-              "diagnostics/alignment"):
+  for key in (
+    "probe/top1",
+    "knn/top1",
+    "zero_shot/top1",
+    "retrieval/i2t_R@1",
+    "retrieval/t2i_R@10",
+    "diagnostics/effective_rank",
+    "diagnostics/uniformity",
+    "diagnostics/alignment",
+  ):
     assert key in results and np.isfinite(results[key]), key
   assert "probe/top1" in out.stdout
 
 
 def test_probe_evaluator_is_multilabel_on_the_digit_grids(tmp_path):
   sys.path.insert(0, REPO)
-  from configs import simclr as simclr_config  # noqa: PLC0415
   from big_contrast import train  # noqa: PLC0415
   from big_contrast.evaluate import standard  # noqa: PLC0415
+  from configs import simclr as simclr_config  # noqa: PLC0415
+
   config = simclr_config.get_config("digits")
   config.data.update(name="bc_digits_grid", data_dir=str(tmp_path), image_size=64)
   config.model.image.update(image_size=64, width=32, depth=1, heads=2, mlp_dim=64, patch=16)
   config.eval.raw_pixels_size = 8
   trainee = train.Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)
   results = standard.linear_probe(config, trainee, trainee.init(0))
-  for key in ("probe/macro_map", "probe/micro_map", "probe/f1_macro",
-              "probe_raw_pixels/macro_map", "probe_random_init/macro_map"):
+  for key in (
+    "probe/macro_map",
+    "probe/micro_map",
+    "probe/f1_macro",
+    "probe_raw_pixels/macro_map",
+    "probe_random_init/macro_map",
+  ):
     assert 0.0 <= results[key] <= 1.0, key
   # Each grid cell holds a digit with prior ≈ 0.35 per class; raw pixels do far better.
   assert results["probe_raw_pixels/macro_map"] > 0.6

@@ -1,4 +1,5 @@
 """The `debug` toggle: which JAX switches it turns on, and the shapes/shardings log."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,8 +17,9 @@ def restore_jax_flags():
   jax.config.update("jax_disable_jit", saved[1])
 
 
-@pytest.mark.parametrize("value,mode", [(True, "on"), ("on", "on"), ("nojit", "nojit"),
-                                        (False, ""), ("", ""), ("off", "")])
+@pytest.mark.parametrize(
+  "value,mode", [(True, "on"), ("on", "on"), ("nojit", "nojit"), (False, ""), ("", ""), ("off", "")]
+)
 def test_debug_mode_from_config(value, mode):
   assert config_lib.debug_mode(ml_collections.ConfigDict({"debug": value})) == mode
 
@@ -58,6 +60,9 @@ def test_log_shapes_prints_paths_shapes_and_shardings(capsys):
   tree = {"params": {"w": x}, "step": np.int32(0)}
   config_lib.log_shapes(ml_collections.ConfigDict({"debug": "on"}), "state", tree)
   assert capsys.readouterr().out.splitlines() == [
-      "state:", "  params/w  (16, 3) float32  P('data',)", "  step  () int32  None"]
+    "state:",
+    "  params/w  (16, 3) float32  P('data',)",
+    "  step  () int32  None",
+  ]
   config_lib.log_shapes(ml_collections.ConfigDict({"debug": ""}), "state", tree)
   assert capsys.readouterr().out == ""

@@ -6,6 +6,7 @@ in place of the trainer that calls `config_lib.maybe_initialize_distributed()`
 and prints what JAX reports. For Cloud TPU each process gets its own fake
 metadata server; for SLURM, fake `srun`/`scontrol` set the task variables.
 """
+
 import http.server
 import os
 import shlex
@@ -40,10 +41,17 @@ def _free_port() -> int:
 def _probe_env(tmp_path: Path, **extra) -> dict[str, str]:
   """A clean CPU environment with 2 devices per process and the probe module importable."""
   (tmp_path / "probe_init.py").write_text(PROBE)
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("BIG_CONTRAST_", "SLURM_", "TPU_", "CUDA_VISIBLE"))}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONPATH=str(tmp_path), **extra)
+  env = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("BIG_CONTRAST_", "SLURM_", "TPU_", "CUDA_VISIBLE"))
+  }
+  env.update(
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    PYTHONPATH=str(tmp_path),
+    **extra,
+  )
   return env
 
 
@@ -53,6 +61,7 @@ def _probe_lines(text: str) -> list[list[str]]:
 
 # ---------------------------------------------------------------- TPU VMs ---
 
+
 class _Metadata(http.server.ThreadingHTTPServer):
   """The two GCE metadata attributes a TPU worker reads about itself."""
 
@@ -60,8 +69,8 @@ class _Metadata(http.server.ThreadingHTTPServer):
     prefix = "/computeMetadata/v1/instance/attributes/"
 
     class Handler(http.server.BaseHTTPRequestHandler):
-      def do_GET(self):  # noqa: N802 — the http.server API
-        key = self.path[len(prefix):] if self.path.startswith(prefix) else None
+      def do_GET(self):
+        key = self.path[len(prefix) :] if self.path.startswith(prefix) else None
         ok = key in attributes and self.headers.get("Metadata-Flavor") == "Google"
         body = attributes[key].encode() if ok else b"not found"
         self.send_response(200 if ok else 404)
@@ -78,28 +87,53 @@ class _Metadata(http.server.ThreadingHTTPServer):
 def _tpu_worker_command(port: int) -> str:
   """The --command of `tpu_vm.py train --dry-run`, with the probe in place of the trainer."""
   out = subprocess.run(
-      [sys.executable, str(REPO / "tools/tpu_vm.py"), "train", "--name=bc", "--zone=z",
-       f"--code_dir={REPO}", f"--python={sys.executable}", "--module=probe_init",
-       f"--coordinator_port={port}", "--dry-run", "--", "--workdir=gs://b/run"],
-      capture_output=True, text=True, check=True)
+    [
+      sys.executable,
+      str(REPO / "tools/tpu_vm.py"),
+      "train",
+      "--name=bc",
+      "--zone=z",
+      f"--code_dir={REPO}",
+      f"--python={sys.executable}",
+      "--module=probe_init",
+      f"--coordinator_port={port}",
+      "--dry-run",
+      "--",
+      "--workdir=gs://b/run",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   (line,) = out.stdout.splitlines()
   command = shlex.split(line)[-1]
   assert command.startswith("--command=")
-  return command[len("--command="):]
+  return command[len("--command=") :]
 
 
 def _run_tpu_workers(tmp_path: Path, endpoints: str, n: int, port: int):
   command = _tpu_worker_command(port)
-  servers = [_Metadata({"agent-worker-number": str(i), "worker-network-endpoints": endpoints})
-             for i in range(n)]
+  servers = [
+    _Metadata({"agent-worker-number": str(i), "worker-network-endpoints": endpoints})
+    for i in range(n)
+  ]
   procs = []
   for i, server in enumerate(servers):
     home = tmp_path / f"worker{i}"
     home.mkdir()
-    env = _probe_env(tmp_path, HOME=str(home),
-                     GCE_METADATA_IP=f"127.0.0.1:{server.server_address[1]}")
-    procs.append(subprocess.Popen(["bash", "-c", command], env=env, cwd=home,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    env = _probe_env(
+      tmp_path, HOME=str(home), GCE_METADATA_IP=f"127.0.0.1:{server.server_address[1]}"
+    )
+    procs.append(
+      subprocess.Popen(
+        ["bash", "-c", command],
+        env=env,
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    )
   try:
     outs = [p.communicate(timeout=60)[0] for p in procs]
   finally:
@@ -111,9 +145,13 @@ def _run_tpu_workers(tmp_path: Path, endpoints: str, n: int, port: int):
   return [p.returncode for p in procs], outs, logs
 
 
-@pytest.mark.parametrize("endpoints", [
-    "t1v-n-0:8470:127.0.0.1,t1v-n-1:8470:10.0.0.2",   # name:id:ip per worker
-    "127.0.0.1,10.0.0.2"])                             # one hostname per worker
+@pytest.mark.parametrize(
+  "endpoints",
+  [
+    "t1v-n-0:8470:127.0.0.1,t1v-n-1:8470:10.0.0.2",  # name:id:ip per worker
+    "127.0.0.1,10.0.0.2",
+  ],
+)  # one hostname per worker
 def test_tpu_multi_host_workers_join_one_distributed_run(tmp_path, endpoints):
   port = _free_port()
   rcs, outs, logs = _run_tpu_workers(tmp_path, endpoints, 2, port)
@@ -156,32 +194,49 @@ _FAKE_SCONTROL = """#!/bin/sh
 def _slurm_env(tmp_path: Path, *, ntasks: int, nodes: int, port: int, **extra) -> dict:
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir(exist_ok=True)
-  for name, text in (("srun", _FAKE_SRUN.format(python=sys.executable)),
-                     ("scontrol", _FAKE_SCONTROL)):
+  for name, text in (
+    ("srun", _FAKE_SRUN.format(python=sys.executable)),
+    ("scontrol", _FAKE_SCONTROL),
+  ):
     (bin_dir / name).write_text(text)
     (bin_dir / name).chmod(stat.S_IRWXU)
-  env = _probe_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242",
-                   SLURM_NTASKS=str(ntasks), SLURM_JOB_NUM_NODES=str(nodes),
-                   SLURM_JOB_NODELIST=",".join(["127.0.0.1", "node-b", "node-c"][:nodes]),
-                   SLURM_SUBMIT_DIR=str(REPO), PYTHON=sys.executable,
-                   BIG_CONTRAST_MODULE="probe_init", BIG_CONTRAST_COORDINATOR_PORT=str(port),
-                   **extra)
+  env = _probe_env(
+    tmp_path,
+    PATH=f"{bin_dir}:{os.environ['PATH']}",
+    SLURM_JOB_ID="4242",
+    SLURM_NTASKS=str(ntasks),
+    SLURM_JOB_NUM_NODES=str(nodes),
+    SLURM_JOB_NODELIST=",".join(["127.0.0.1", "node-b", "node-c"][:nodes]),
+    SLURM_SUBMIT_DIR=str(REPO),
+    PYTHON=sys.executable,
+    BIG_CONTRAST_MODULE="probe_init",
+    BIG_CONTRAST_COORDINATOR_PORT=str(port),
+    **extra,
+  )
   return env
 
 
 def _sbatch(tmp_path, env, *trainer_args):
-  return subprocess.run(["bash", str(REPO / "tools/slurm_train.sbatch"), *trainer_args],
-                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+  return subprocess.run(
+    ["bash", str(REPO / "tools/slurm_train.sbatch"), *trainer_args],
+    env=env,
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=90,
+  )
 
 
 def test_slurm_one_process_per_node(tmp_path):
   port = _free_port()
-  out = _sbatch(tmp_path, _slurm_env(tmp_path, ntasks=2, nodes=2, port=port),
-                f"--workdir={tmp_path}/run")
+  out = _sbatch(
+    tmp_path, _slurm_env(tmp_path, ntasks=2, nodes=2, port=port), f"--workdir={tmp_path}/run"
+  )
   assert out.returncode == 0, out.stdout + out.stderr
   # Each process keeps all of its node's GPUs (here: both CPU devices).
-  assert _probe_lines(out.stdout) == [[f"127.0.0.1:{port}", str(i), "2", "4", "None"]
-                                      for i in range(2)]
+  assert _probe_lines(out.stdout) == [
+    [f"127.0.0.1:{port}", str(i), "2", "4", "None"] for i in range(2)
+  ]
 
 
 def test_slurm_one_process_per_gpu_sees_only_its_gpu(tmp_path):
@@ -189,14 +244,18 @@ def test_slurm_one_process_per_gpu_sees_only_its_gpu(tmp_path):
   env = _slurm_env(tmp_path, ntasks=2, nodes=1, port=port, CUDA_VISIBLE_DEVICES="4,5")
   out = _sbatch(tmp_path, env, f"--workdir={tmp_path}/run")
   assert out.returncode == 0, out.stdout + out.stderr
-  assert _probe_lines(out.stdout) == [[f"127.0.0.1:{port}", str(i), "2", "4", str(4 + i)]
-                                      for i in range(2)]
+  assert _probe_lines(out.stdout) == [
+    [f"127.0.0.1:{port}", str(i), "2", "4", str(4 + i)] for i in range(2)
+  ]
 
 
 def test_slurm_finished_run_is_not_restarted(tmp_path):
   (tmp_path / "run").mkdir()
   (tmp_path / "run/results.json").write_text("{}")
-  out = _sbatch(tmp_path, _slurm_env(tmp_path, ntasks=2, nodes=2, port=_free_port()),
-                f"--workdir={tmp_path}/run")
+  out = _sbatch(
+    tmp_path,
+    _slurm_env(tmp_path, ntasks=2, nodes=2, port=_free_port()),
+    f"--workdir={tmp_path}/run",
+  )
   assert out.returncode == 0 and "nothing to do" in out.stdout
   assert "PROBE" not in out.stdout

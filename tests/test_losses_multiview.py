@@ -4,17 +4,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_losses_support import (
+  DEVICE_COUNTS,
+  GLOBAL_B,
+  assert_close_to_reference,
+  assert_finite,
+  normalized,
+  sharded,
+)
 
 from big_contrast import losses
 from big_contrast.losses import soft
-from test_losses_support import (DEVICE_COUNTS, GLOBAL_B, assert_close_to_reference,
-                                 assert_finite, normalized, sharded)
 
 D = 8
 
 
 # --- plain dense references over the global batch (run in float64) ---------
 # Views are flattened sample-major: row i*V + v is view v of sample i.
+
 
 def _flat(z, temperature):
   b, v, d = z.shape
@@ -42,7 +49,9 @@ def supcon_reference(z, labels, temperature):
   else:
     shared = (labels @ labels.T) > 0
   sample = jnp.repeat(jnp.arange(z.shape[0]), v)
-  positive = (jnp.repeat(jnp.repeat(shared, v, 0), v, 1) | (sample[:, None] == sample[None, :])) & ~eye
+  positive = (
+    jnp.repeat(jnp.repeat(shared, v, 0), v, 1) | (sample[:, None] == sample[None, :])
+  ) & ~eye
   log_prob = s - _masked_lse(s, ~eye)[:, None]
   return jnp.mean(-_mean_where(log_prob, positive))
 
@@ -87,7 +96,7 @@ def polyview_reference(z, temperature, variant):
   cross-entropy over all views of all samples, the anchor's own sample's views
   other than β masked out; aggregated over β by arithmetic or geometric mean."""
   b, m, _ = z.shape
-  s = jnp.einsum("imd,jnd->imnj", z, z) / temperature          # [b, m, m, b]
+  s = jnp.einsum("imd,jnd->imnj", z, z) / temperature  # [b, m, m, b]
   eye = jnp.eye(b, dtype=bool)
   per_alpha = []
   for alpha in range(m):
@@ -95,12 +104,12 @@ def polyview_reference(z, temperature, variant):
     for beta in range(m):
       if beta == alpha:
         continue
-      drop = eye[:, None, :] & (jnp.arange(m) != beta)[None, :, None]   # [b, m, b]
+      drop = eye[:, None, :] & (jnp.arange(m) != beta)[None, :, None]  # [b, m, b]
       logits = jnp.where(drop, -jnp.inf, s[:, alpha]).reshape(b, m * b)
       target = beta * b + jnp.arange(b)
       log_p = jax.nn.log_softmax(logits, axis=-1)[jnp.arange(b), target]
       per_beta.append(-log_p)
-    losses_ab = jnp.stack(per_beta, axis=-1)                      # [b, m-1]
+    losses_ab = jnp.stack(per_beta, axis=-1)  # [b, m-1]
     if variant == "arithmetic":
       per_alpha.append(-jnp.log(jnp.mean(jnp.exp(-losses_ab), axis=-1)))
     else:
@@ -176,6 +185,7 @@ def alignment_reference(z1, z2, alpha):
 
 # --- inputs -----------------------------------------------------------------------
 
+
 def _views(seed, v=2, b=GLOBAL_B):
   return normalized(np.random.default_rng(seed), b, v, D)
 
@@ -187,35 +197,52 @@ MULTI_HOT[3] = 0  # a sample without labels
 
 # --- every loss, sharded, vs its dense reference -------------------------------------
 
+
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_ntxent_loss_matches_dense(devices):
-  fn = sharded(lambda z, t, axis_name: losses.ntxent_loss(z, temperature=t, axis_name=axis_name),
-               devices, batch_args=1, replicated_args=1)
+  fn = sharded(
+    lambda z, t, axis_name: losses.ntxent_loss(z, temperature=t, axis_name=axis_name),
+    devices,
+    batch_args=1,
+    replicated_args=1,
+  )
   assert_close_to_reference(fn, ntxent_reference, (_views(0, v=3), np.float32(0.1)), (0, 1))
 
 
 @pytest.mark.parametrize("labels", [INT_LABELS, MULTI_HOT], ids=["int", "multi_hot"])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_supcon_loss_matches_dense(devices, labels):
-  fn = sharded(lambda z, y, t, axis_name: losses.supcon_loss(z, y, temperature=t,
-                                                              axis_name=axis_name),
-               devices, batch_args=2, replicated_args=1)
+  fn = sharded(
+    lambda z, y, t, axis_name: losses.supcon_loss(z, y, temperature=t, axis_name=axis_name),
+    devices,
+    batch_args=2,
+    replicated_args=1,
+  )
   assert_close_to_reference(fn, supcon_reference, (_views(1), labels, np.float32(0.1)), (0, 2))
 
 
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_dcl_loss_matches_dense(devices):
-  fn = sharded(lambda z, t, axis_name: losses.dcl_loss(z, temperature=t, axis_name=axis_name),
-               devices, batch_args=1, replicated_args=1)
+  fn = sharded(
+    lambda z, t, axis_name: losses.dcl_loss(z, temperature=t, axis_name=axis_name),
+    devices,
+    batch_args=1,
+    replicated_args=1,
+  )
   assert_close_to_reference(fn, dcl_reference, (_views(2), np.float32(0.1)), (0, 1))
 
 
 @pytest.mark.parametrize("tau_plus,beta", [(0.1, 0.0), (0.1, 1.0)])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_debiased_loss_matches_dense(devices, tau_plus, beta):
-  fn = sharded(lambda z, t, axis_name: losses.debiased_loss(
-      z, temperature=t, tau_plus=tau_plus, beta=beta, axis_name=axis_name),
-               devices, batch_args=1, replicated_args=1)
+  fn = sharded(
+    lambda z, t, axis_name: losses.debiased_loss(
+      z, temperature=t, tau_plus=tau_plus, beta=beta, axis_name=axis_name
+    ),
+    devices,
+    batch_args=1,
+    replicated_args=1,
+  )
   ref = lambda z, t: debiased_reference(z, t, tau_plus, beta)
   assert_close_to_reference(fn, ref, (_views(3), np.float32(0.5)), (0, 1))
 
@@ -224,9 +251,14 @@ def test_sharded_debiased_loss_matches_dense(devices, tau_plus, beta):
 @pytest.mark.parametrize("variant", ["arithmetic", "geometric"])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_polyview_loss_matches_dense(devices, variant, views):
-  fn = sharded(lambda z, t, axis_name: losses.polyview_loss(
-      z, temperature=t, variant=variant, axis_name=axis_name),
-               devices, batch_args=1, replicated_args=1)
+  fn = sharded(
+    lambda z, t, axis_name: losses.polyview_loss(
+      z, temperature=t, variant=variant, axis_name=axis_name
+    ),
+    devices,
+    batch_args=1,
+    replicated_args=1,
+  )
   ref = lambda z, t: polyview_reference(z, t, variant)
   assert_close_to_reference(fn, ref, (_views(4, v=views), np.float32(0.2)), (0, 1))
 
@@ -237,8 +269,7 @@ def test_polyview_reference_is_the_paper_formula(variant, views):
   z = _views(14, v=views)
   with jax.enable_x64(True):
     want = polyview_numpy_loop(z, 0.2, variant)
-    np.testing.assert_allclose(polyview_reference(jnp.asarray(z), 0.2, variant), want,
-                               rtol=1e-10)
+    np.testing.assert_allclose(polyview_reference(jnp.asarray(z), 0.2, variant), want, rtol=1e-10)
   with jax.default_matmul_precision("highest"):
     got = losses.polyview_loss(_f32(z), temperature=0.2, variant=variant)
   np.testing.assert_allclose(got, want, rtol=2e-6)
@@ -256,10 +287,14 @@ def test_polyview_variants_differ_and_are_ordered():
 @pytest.mark.parametrize("similarity", ["cosine", "jaccard"])
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_soft_contrastive_loss_matches_dense(devices, similarity, soft_weight):
-  fn = sharded(lambda a, b, y, t, axis_name: losses.soft_contrastive_loss(
-      a, b, y, temperature=t, similarity=similarity, soft_weight=soft_weight,
-      axis_name=axis_name),
-               devices, batch_args=3, replicated_args=1)
+  fn = sharded(
+    lambda a, b, y, t, axis_name: losses.soft_contrastive_loss(
+      a, b, y, temperature=t, similarity=similarity, soft_weight=soft_weight, axis_name=axis_name
+    ),
+    devices,
+    batch_args=3,
+    replicated_args=1,
+  )
   z = _views(5)
   ref = lambda a, b, y, t: soft_reference(a, b, MULTI_HOT, t, similarity, soft_weight)
   assert_close_to_reference(fn, ref, (z[:, 0], z[:, 1], MULTI_HOT, np.float32(0.1)), (0, 1, 3))
@@ -271,13 +306,19 @@ def test_soft_reference_matches_pairwise_numpy_loop(similarity, soft_weight):
   z = _views(16)
   want = soft_numpy_loop(z[:, 0], z[:, 1], MULTI_HOT, 0.1, similarity, soft_weight)
   with jax.enable_x64(True):
-    ref = soft_reference(jnp.asarray(z[:, 0]), jnp.asarray(z[:, 1]), MULTI_HOT, 0.1,
-                         similarity, soft_weight)
+    ref = soft_reference(
+      jnp.asarray(z[:, 0]), jnp.asarray(z[:, 1]), MULTI_HOT, 0.1, similarity, soft_weight
+    )
   np.testing.assert_allclose(ref, want, rtol=1e-10)
   with jax.default_matmul_precision("highest"):
-    got = losses.soft_contrastive_loss(_f32(z[:, 0]), _f32(z[:, 1]), MULTI_HOT,
-                                       temperature=0.1, similarity=similarity,
-                                       soft_weight=soft_weight)
+    got = losses.soft_contrastive_loss(
+      _f32(z[:, 0]),
+      _f32(z[:, 1]),
+      MULTI_HOT,
+      temperature=0.1,
+      similarity=similarity,
+      soft_weight=soft_weight,
+    )
   np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
@@ -289,23 +330,29 @@ def test_soft_targets_keep_the_own_view_a_positive():
   np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
   assert np.all(np.diag(t) >= 0.5)
   t1 = soft.soft_targets(labels, labels, jnp.arange(GLOBAL_B), soft_weight=1.0)
-  assert np.all(np.diag(t1) < 0.1)   # label similarity alone: the own view drowns
+  assert np.all(np.diag(t1) < 0.1)  # label similarity alone: the own view drowns
 
 
 @pytest.mark.parametrize("devices", DEVICE_COUNTS)
 def test_sharded_uniformity_and_alignment_match_dense(devices):
   z = _views(6)
-  fn = sharded(lambda z, axis_name: losses.uniformity(z, t=2, axis_name=axis_name),
-               devices, batch_args=1)
+  fn = sharded(
+    lambda z, axis_name: losses.uniformity(z, t=2, axis_name=axis_name), devices, batch_args=1
+  )
   assert_close_to_reference(fn, lambda z: uniformity_reference(z, 2), (z[:, 0],), (0,))
   for alpha in (2, 1.5):
-    fn = sharded(lambda a, b, axis_name: losses.alignment(a, b, alpha, axis_name=axis_name),
-                 devices, batch_args=2)
-    assert_close_to_reference(fn, lambda a, b: alignment_reference(a, b, alpha),
-                              (z[:, 0], z[:, 1]), (0, 1))
+    fn = sharded(
+      lambda a, b, axis_name, alpha=alpha: losses.alignment(a, b, alpha, axis_name=axis_name),
+      devices,
+      batch_args=2,
+    )
+    assert_close_to_reference(
+      fn, lambda a, b, alpha=alpha: alignment_reference(a, b, alpha), (z[:, 0], z[:, 1]), (0, 1)
+    )
 
 
 # --- reductions ----------------------------------------------------------------------
+
 
 def _f32(x):
   return jnp.asarray(x, jnp.float32)
@@ -320,17 +367,24 @@ def test_ntxent_with_two_views_is_simclr():
 @pytest.mark.parametrize("views", [2, 3])
 def test_supcon_with_distinct_labels_is_ntxent(views):
   z = _f32(_views(8, v=views))
-  np.testing.assert_allclose(losses.supcon_loss(z, jnp.arange(GLOBAL_B) * 7, temperature=0.1),
-                             losses.ntxent_loss(z, temperature=0.1), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.supcon_loss(z, jnp.arange(GLOBAL_B) * 7, temperature=0.1),
+    losses.ntxent_loss(z, temperature=0.1),
+    rtol=1e-6,
+  )
   one_hot = jax.nn.one_hot(jnp.arange(GLOBAL_B), GLOBAL_B)
-  np.testing.assert_allclose(losses.supcon_loss(z, one_hot, temperature=0.1),
-                             losses.ntxent_loss(z, temperature=0.1), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.supcon_loss(z, one_hot, temperature=0.1),
+    losses.ntxent_loss(z, temperature=0.1),
+    rtol=1e-6,
+  )
 
 
 def test_debiased_without_prior_or_hardness_is_ntxent():
   z = _f32(_views(9))
-  v, g = jax.jit(jax.value_and_grad(
-      lambda z: losses.debiased_loss(z, temperature=0.1, tau_plus=0.0)))(z)
+  v, g = jax.jit(
+    jax.value_and_grad(lambda z: losses.debiased_loss(z, temperature=0.1, tau_plus=0.0))
+  )(z)
   w, h = jax.jit(jax.value_and_grad(lambda z: losses.ntxent_loss(z, temperature=0.1)))(z)
   np.testing.assert_allclose(v, w, rtol=1e-6)
   np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-6)
@@ -339,8 +393,11 @@ def test_debiased_without_prior_or_hardness_is_ntxent():
 @pytest.mark.parametrize("variant", ["arithmetic", "geometric"])
 def test_polyview_with_two_views_is_ntxent(variant):
   z = _f32(_views(10))
-  np.testing.assert_allclose(losses.polyview_loss(z, temperature=0.1, variant=variant),
-                             losses.ntxent_loss(z, temperature=0.1), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.polyview_loss(z, temperature=0.1, variant=variant),
+    losses.ntxent_loss(z, temperature=0.1),
+    rtol=1e-6,
+  )
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "jaccard"])
@@ -349,25 +406,27 @@ def test_soft_contrastive_with_disjoint_labels_is_clip(similarity):
   labels = jax.nn.one_hot(jnp.arange(GLOBAL_B) % 30, 30)
   labels = labels.at[5].set(0.0)  # an empty label set is disjoint from all
   np.testing.assert_allclose(
-      losses.soft_contrastive_loss(z[:, 0], z[:, 1], labels, temperature=0.1,
-                                   similarity=similarity),
-      losses.clip_loss(z[:, 0], z[:, 1], temperature=0.1), rtol=1e-6)
+    losses.soft_contrastive_loss(z[:, 0], z[:, 1], labels, temperature=0.1, similarity=similarity),
+    losses.clip_loss(z[:, 0], z[:, 1], temperature=0.1),
+    rtol=1e-6,
+  )
 
 
 # --- numerics -----------------------------------------------------------------------
 
+
 def _all_multiview_losses():
   return {
-      "ntxent": lambda z, t: losses.ntxent_loss(z, temperature=t),
-      "supcon": lambda z, t: losses.supcon_loss(z, INT_LABELS, temperature=t),
-      "dcl": lambda z, t: losses.dcl_loss(z, temperature=t),
-      "debiased": lambda z, t: losses.debiased_loss(z, temperature=t, tau_plus=0.1, beta=1.0),
-      "polyview_arithmetic": lambda z, t: losses.polyview_loss(z, temperature=t,
-                                                               variant="arithmetic"),
-      "polyview_geometric": lambda z, t: losses.polyview_loss(z, temperature=t),
-      "soft": lambda z, t: losses.soft_contrastive_loss(z[:, 0], z[:, 1], MULTI_HOT,
-                                                        temperature=t),
-      "uniformity": lambda z, t: losses.uniformity(z[:, 0]),
+    "ntxent": lambda z, t: losses.ntxent_loss(z, temperature=t),
+    "supcon": lambda z, t: losses.supcon_loss(z, INT_LABELS, temperature=t),
+    "dcl": lambda z, t: losses.dcl_loss(z, temperature=t),
+    "debiased": lambda z, t: losses.debiased_loss(z, temperature=t, tau_plus=0.1, beta=1.0),
+    "polyview_arithmetic": lambda z, t: losses.polyview_loss(
+      z, temperature=t, variant="arithmetic"
+    ),
+    "polyview_geometric": lambda z, t: losses.polyview_loss(z, temperature=t),
+    "soft": lambda z, t: losses.soft_contrastive_loss(z[:, 0], z[:, 1], MULTI_HOT, temperature=t),
+    "uniformity": lambda z, t: losses.uniformity(z[:, 0]),
   }
 
 
@@ -375,7 +434,7 @@ def _extreme_views():
   rng = np.random.default_rng(12)
   z = normalized(rng, GLOBAL_B, 1, D).repeat(3, axis=1)
   z[:, 1:] += 1e-3 * rng.normal(size=z[:, 1:].shape)  # positives at cosine ~1
-  z[1::2] = -z[0::2]                                   # negatives at cosine -1
+  z[1::2] = -z[0::2]  # negatives at cosine -1
   return z / np.linalg.norm(z, axis=-1, keepdims=True)
 
 
@@ -384,16 +443,18 @@ def test_multiview_losses_at_extreme_logits_and_bf16_are_finite(name):
   loss = _all_multiview_losses()[name]
   z = _extreme_views()
   for dtype in (jnp.float32, jnp.bfloat16):
-    v, g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(jnp.asarray(z, dtype),
-                                                              jnp.float32(0.01))
+    v, g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(
+      jnp.asarray(z, dtype), jnp.float32(0.01)
+    )
     assert_finite(v, g)
 
 
 def test_ntxent_at_extreme_logits_matches_dense():
   z = _extreme_views()
   fn = lambda z, t: losses.ntxent_loss(z, temperature=t)
-  assert_close_to_reference(fn, ntxent_reference, (z, np.float32(0.01)), (0, 1),
-                            rtol=1e-4, atol=1e-4)
+  assert_close_to_reference(
+    fn, ntxent_reference, (z, np.float32(0.01)), (0, 1), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_debiased_at_extreme_logits_is_close_to_log_space_float64():
@@ -415,5 +476,4 @@ def test_multiview_losses_reject_bad_arguments():
   with pytest.raises(ValueError, match="tau_plus"):
     losses.debiased_loss(z, temperature=0.1, tau_plus=1.0)
   with pytest.raises(ValueError, match="soft_weight"):
-    losses.soft_contrastive_loss(z[:, 0], z[:, 1], MULTI_HOT, temperature=0.1,
-                                 soft_weight=1.5)
+    losses.soft_contrastive_loss(z[:, 0], z[:, 1], MULTI_HOT, temperature=0.1, soft_weight=1.5)

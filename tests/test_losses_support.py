@@ -8,7 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 DEVICE_COUNTS = (1, 2, 4, 8)
 GLOBAL_B = 24  # divisible by every device count: b = 24, 12, 6, 3.
@@ -23,8 +24,7 @@ def normalized(rng: np.random.Generator, *shape) -> np.ndarray:
 def mesh(n: int) -> jax.sharding.Mesh:
   # Auto axis types: shard_map with in_specs=P('data') then accepts unsharded
   # host arrays; Explicit would require device_put-ing every input first.
-  return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,),
-                       devices=jax.devices()[:n])
+  return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
 
 
 def sharded(fn, n: int, batch_args: int, replicated_args: int = 0):
@@ -34,9 +34,11 @@ def sharded(fn, n: int, batch_args: int, replicated_args: int = 0):
   replicated; the output is the (replicated) global scalar.
   """
   specs = (P("data"),) * batch_args + (P(),) * replicated_args
-  return jax.jit(jax.shard_map(
-      lambda *args: fn(*args, axis_name="data"), mesh=mesh(n),
-      in_specs=specs, out_specs=P()))
+  return jax.jit(
+    jax.shard_map(
+      lambda *args: fn(*args, axis_name="data"), mesh=mesh(n), in_specs=specs, out_specs=P()
+    )
+  )
 
 
 def value_and_grads(fn, args, argnums):
@@ -47,21 +49,34 @@ def value_and_grads(fn, args, argnums):
 def reference_value_and_grads(ref_fn, args, argnums):
   """Value and gradients of a plain dense reference, in float64."""
   with jax.enable_x64(True):
-    args64 = [jnp.asarray(np.asarray(a, np.float64)) if np.issubdtype(np.asarray(a).dtype, np.floating)
-              else jnp.asarray(a) for a in args]
+    args64 = [
+      jnp.asarray(np.asarray(a, np.float64))
+      if np.issubdtype(np.asarray(a).dtype, np.floating)
+      else jnp.asarray(a)
+      for a in args
+    ]
     v, g = jax.value_and_grad(ref_fn, argnums=argnums)(*args64)
     return np.asarray(v), [np.asarray(x) for x in g]
 
 
 def assert_close_to_reference(fn, ref_fn, args, argnums, rtol=2e-5, atol=2e-5):
-  v, g = value_and_grads(fn, [jnp.asarray(a, jnp.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
-                              else jnp.asarray(a) for a in args], argnums)
+  v, g = value_and_grads(
+    fn,
+    [
+      jnp.asarray(a, jnp.float32)
+      if np.issubdtype(np.asarray(a).dtype, np.floating)
+      else jnp.asarray(a)
+      for a in args
+    ],
+    argnums,
+  )
   rv, rg = reference_value_and_grads(ref_fn, args, argnums)
   np.testing.assert_allclose(v, rv, rtol=rtol, atol=atol, err_msg="value")
   for i, (x, y) in enumerate(zip(g, rg)):
     scale = max(1.0, float(np.abs(y).max()))
-    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol * scale,
-                               err_msg=f"gradient wrt argument {argnums[i]}")
+    np.testing.assert_allclose(
+      x, y, rtol=rtol, atol=atol * scale, err_msg=f"gradient wrt argument {argnums[i]}"
+    )
 
 
 def assert_finite(*xs):

@@ -1,4 +1,5 @@
 """Gradient caching gives the un-chunked gradient, on one device and sharded."""
+
 import os
 import sys
 
@@ -10,13 +11,13 @@ import pytest
 from big_contrast import losses, microbatch, models, objectives, sharding, train
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import clip as clip_config  # noqa: E402
+from configs import clip as clip_config
 
 
 def _toy_apply(params, x, y):
   zi = x @ params["wi"]
   zt = jnp.tanh(y @ params["wt"])
-  norm = lambda z: z / jnp.linalg.norm(z, axis=-1, keepdims=True)  # noqa: E731
+  norm = lambda z: z / jnp.linalg.norm(z, axis=-1, keepdims=True)
   out = dict(zimg=norm(zi), ztxt=norm(zt), temperature=jnp.exp(params["log_t"]))
   return out, {"feature_mean": zi.mean(0)}
 
@@ -29,15 +30,20 @@ def _toy_loss(out, batch):
 @pytest.mark.parametrize("k", [2, 4, 8])
 def test_microbatched_grads_equal_full_batch_on_one_device(k):
   rng = np.random.default_rng(0)
-  params = dict(wi=jnp.asarray(rng.normal(size=(12, 8)), jnp.float32),
-                wt=jnp.asarray(rng.normal(size=(6, 8)), jnp.float32),
-                log_t=jnp.asarray(np.log(0.1), jnp.float32))
-  batch = dict(x=jnp.asarray(rng.normal(size=(32, 12)), jnp.float32),
-               y=jnp.asarray(rng.normal(size=(32, 6)), jnp.float32))
+  params = dict(
+    wi=jnp.asarray(rng.normal(size=(12, 8)), jnp.float32),
+    wt=jnp.asarray(rng.normal(size=(6, 8)), jnp.float32),
+    log_t=jnp.asarray(np.log(0.1), jnp.float32),
+  )
+  batch = dict(
+    x=jnp.asarray(rng.normal(size=(32, 12)), jnp.float32),
+    y=jnp.asarray(rng.normal(size=(32, 6)), jnp.float32),
+  )
   with jax.default_matmul_precision("highest"):
     full = microbatch.loss_and_grads(_toy_apply, _toy_loss, params, batch, inputs=("x", "y"))
-    chunked = microbatch.loss_and_grads(_toy_apply, _toy_loss, params, batch, inputs=("x", "y"),
-                                        microbatches=k)
+    chunked = microbatch.loss_and_grads(
+      _toy_apply, _toy_loss, params, batch, inputs=("x", "y"), microbatches=k
+    )
   np.testing.assert_allclose(chunked[0], full[0], rtol=1e-6)
   np.testing.assert_allclose(chunked[1]["zimg"], full[1]["zimg"], rtol=1e-6, atol=1e-7)
   for name in params:
@@ -53,16 +59,27 @@ def test_microbatched_model_grads_equal_full_batch_on_8_devices():
   state = trainee.init(0)
   rng = np.random.default_rng(1)
   b = 64
-  host = dict(image=rng.normal(size=(b, 32, 32, 3)).astype(np.float32),
-              text=rng.integers(3, 259, size=(b, 32)).astype(np.int32),
-              text_id=rng.integers(0, 5, size=(b,)).astype(np.int32))
+  host = dict(
+    image=rng.normal(size=(b, 32, 32, 3)).astype(np.float32),
+    text=rng.integers(3, 259, size=(b, 32)).astype(np.int32),
+    text_id=rng.integers(0, 5, size=(b,)).astype(np.int32),
+  )
   batch = sharding.host_batch_to_global(host, mesh)
   loss_fn = objectives.make_loss_fn(config.loss, mesh)
-  apply_fn = lambda p, *xs: models.apply_and_update(trainee.graphdef, p, state["rest"], *xs)  # noqa: E731
+  apply_fn = lambda p, *xs: models.apply_and_update(trainee.graphdef, p, state["rest"], *xs)
 
-  grads = jax.jit(lambda p, bt, k: microbatch.loss_and_grads(
-      apply_fn, loss_fn, p, bt, inputs=("image", "text"), microbatches=k,
-      batch_sharding=sharding.batch_sharding(mesh)), static_argnums=2)
+  grads = jax.jit(
+    lambda p, bt, k: microbatch.loss_and_grads(
+      apply_fn,
+      loss_fn,
+      p,
+      bt,
+      inputs=("image", "text"),
+      microbatches=k,
+      batch_sharding=sharding.batch_sharding(mesh),
+    ),
+    static_argnums=2,
+  )
   with jax.default_matmul_precision("highest"):
     loss1, _, g1, _ = grads(state["params"], batch, 1)
     loss4, _, g4, _ = grads(state["params"], batch, 4)

@@ -1,4 +1,5 @@
 """Pretrained weights: .npz and checkpoint sources, the load report, input-channel adaptation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,16 @@ from big_contrast.models import pretrained, vit
 
 
 def _vit(channels, seed=0):
-  return vit.ViT(image_size=8, patch=4, width=16, depth=1, heads=2, mlp_dim=32,
-                 channels=channels, rngs=nnx.Rngs(seed))
+  return vit.ViT(
+    image_size=8,
+    patch=4,
+    width=16,
+    depth=1,
+    heads=2,
+    mlp_dim=32,
+    channels=channels,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _params(module):
@@ -39,7 +48,7 @@ def test_report_names_missing_mismatched_and_unused():
   assert report.matched == ["a/kernel"]
   assert report.shape_mismatch == [("b", (5,), (4,))]
   assert report.missing == ["c"] and report.unused == ["extra/bias"]
-  np.testing.assert_array_equal(loaded["b"], 0)          # kept its init
+  np.testing.assert_array_equal(loaded["b"], 0)  # kept its init
   assert "1 shape-mismatched" in report.summary() and "extra/bias" in report.summary()
   renamed, r2 = pretrained.load_into({"image": target}, source, rename=[(r"^", "image/")])
   assert r2.matched == ["image/a/kernel"]
@@ -47,22 +56,26 @@ def test_report_names_missing_mismatched_and_unused():
 
 def test_repeat_adaptation_preserves_the_output_on_repeated_channels():
   rgb, msi = _vit(3), _vit(6, seed=1)
-  loaded, report = pretrained.load_into(_params(msi), pretrained.flatten(_params(rgb)),
-                                        adapt="repeat")
+  loaded, report = pretrained.load_into(
+    _params(msi), pretrained.flatten(_params(rgb)), adapt="repeat"
+  )
   assert report.adapted == [("embed/kernel", (4, 4, 3, 16), (4, 4, 6, 16))]
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  np.testing.assert_allclose(_apply(msi, loaded, jnp.concatenate([x, x], -1)),
-                             _apply(rgb, _params(rgb), x), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    _apply(msi, loaded, jnp.concatenate([x, x], -1)),
+    _apply(rgb, _params(rgb), x),
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 def test_repeat_adaptation_folds_channels_for_fewer_inputs():
   rgb, grey = _vit(3), _vit(1, seed=1)
-  loaded, _ = pretrained.load_into(_params(grey), pretrained.flatten(_params(rgb)),
-                                   adapt="repeat")
+  loaded, _ = pretrained.load_into(_params(grey), pretrained.flatten(_params(rgb)), adapt="repeat")
   g = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
-  np.testing.assert_allclose(_apply(grey, loaded, g),
-                             _apply(rgb, _params(rgb), jnp.repeat(g, 3, -1)),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    _apply(grey, loaded, g), _apply(rgb, _params(rgb), jnp.repeat(g, 3, -1)), rtol=1e-4, atol=1e-5
+  )
 
 
 def test_zero_adaptation_ignores_the_new_channels():
@@ -70,8 +83,12 @@ def test_zero_adaptation_ignores_the_new_channels():
   loaded, _ = pretrained.load_into(_params(msi), pretrained.flatten(_params(rgb)), adapt="zero")
   x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
   extra = jax.random.normal(jax.random.key(3), (2, 8, 8, 2))
-  np.testing.assert_allclose(_apply(msi, loaded, jnp.concatenate([x, extra], -1)),
-                             _apply(rgb, _params(rgb), x), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    _apply(msi, loaded, jnp.concatenate([x, extra], -1)),
+    _apply(rgb, _params(rgb), x),
+    rtol=1e-4,
+    atol=1e-5,
+  )
   with pytest.raises(ValueError, match="cannot drop input channels"):
     pretrained.adapt_input_channels(np.ones((4, 4, 3, 2)), 1, "zero")
 

@@ -1,4 +1,5 @@
 """The trainer end to end: sharding invariance, resume after a kill, config errors."""
+
 import json
 import os
 import signal
@@ -42,9 +43,16 @@ def data_dir(tmp_path_factory):
 def _losses_on(config, devices, steps=3):
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   tok = tokenizer_lib.make_tokenizer("bytes") if config.task == "image_text" else None
-  it = pipeline.train_iterator(config.data, kind=config.task, global_batch_size=config.batch_size,
-                               seed=config.seed, tokenizer=tok, text_max_len=32,
-                               process_index=0, process_count=1)
+  it = pipeline.train_iterator(
+    config.data,
+    kind=config.task,
+    global_batch_size=config.batch_size,
+    seed=config.seed,
+    tokenizer=tok,
+    text_max_len=32,
+    process_index=0,
+    process_count=1,
+  )
   trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
   state = trainee.init(config.seed)
   step = train.make_train_step(trainee)
@@ -63,8 +71,10 @@ def _simclr_device_augment(variant):
 
 
 @pytest.mark.parametrize(
-    "make_config", [clip_config.get_config, simclr_config.get_config, _simclr_device_augment],
-    ids=["clip", "simclr", "simclr_device_augment"])
+  "make_config",
+  [clip_config.get_config, simclr_config.get_config, _simclr_device_augment],
+  ids=["clip", "simclr", "simclr_device_augment"],
+)
 def test_train_steps_match_on_1_and_8_devices(make_config, data_dir):
   config = tiny(make_config("digits"), data_dir)
   with jax.default_matmul_precision("highest"):
@@ -77,15 +87,18 @@ def test_train_steps_match_on_1_and_8_devices(make_config, data_dir):
 
 def test_fsdp_mesh_splits_large_params_and_matches_data_parallel(data_dir):
   config = tiny(clip_config.get_config("digits"), data_dir)
-  config.model.image.update(width=128, mlp_dim=256)   # 128×256 kernels ≥ MIN_SHARDED_SIZE
+  config.model.image.update(width=128, mlp_dim=256)  # 128×256 kernels ≥ MIN_SHARDED_SIZE
   config.mesh.fsdp = 4
   mesh = sharding.make_mesh(config.mesh)
   trainee = train.Trainee(config, mesh, vocab_size=259)
   kernel = trainee.shardings["params"]["image"]["encoder"]["blocks"][0]["mlp"]["fc1"]["kernel"]
   assert "fsdp" in kernel.spec
   state = trainee.init(0)
-  shard_shape = state["params"]["image"]["encoder"]["blocks"][0]["mlp"]["fc1"]["kernel"] \
-      .addressable_shards[0].data.shape
+  shard_shape = (
+    state["params"]["image"]["encoder"]["blocks"][0]["mlp"]["fc1"]["kernel"]
+    .addressable_shards[0]
+    .data.shape
+  )
   assert shard_shape == (128, 256 // 4)
   with jax.default_matmul_precision("highest"):
     fsdp = _losses_on(config, jax.devices())
@@ -95,13 +108,24 @@ def test_fsdp_mesh_splits_large_params_and_matches_data_parallel(data_dir):
 
 
 def _train_cmd(workdir, data_dir, total_steps):
-  return [sys.executable, "-m", "big_contrast.train", "--config=configs/clip.py:digits",
-          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-          f"--config.total_steps={total_steps}", "--config.ckpt_every=3",
-          "--config.log_every=1", "--config.batch_size=32", "--config.model.image.width=32",
-          "--config.model.image.depth=1", "--config.model.image.patch=8",
-          "--config.model.text.width=32", "--config.model.text.depth=1",
-          "--config.eval.baselines=False"]
+  return [
+    sys.executable,
+    "-m",
+    "big_contrast.train",
+    "--config=configs/clip.py:digits",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.total_steps={total_steps}",
+    "--config.ckpt_every=3",
+    "--config.log_every=1",
+    "--config.batch_size=32",
+    "--config.model.image.width=32",
+    "--config.model.image.depth=1",
+    "--config.model.image.patch=8",
+    "--config.model.text.width=32",
+    "--config.model.text.depth=1",
+    "--config.eval.baselines=False",
+  ]
 
 
 def _final_params(workdir):
@@ -116,9 +140,10 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, data_dir):
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   total = 12
   cmd = _train_cmd(tmp_path / "killed", data_dir, total)
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  for line in proc.stdout:   # kill -9 once a checkpoint exists and training is past it
+  proc = subprocess.Popen(
+    cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
+  for line in proc.stdout:  # kill -9 once a checkpoint exists and training is past it
     if line.startswith("step 7/"):
       proc.send_signal(signal.SIGKILL)
       break
@@ -128,9 +153,13 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, data_dir):
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
   assert "Resumed from the checkpoint at step" in resumed.stdout
   # A relative workdir, as the README's Quickstart uses.
-  straight = subprocess.run(_train_cmd(os.path.relpath(tmp_path / "straight", REPO), data_dir,
-                                       total), cwd=REPO,
-                            env=env, capture_output=True, text=True)
+  straight = subprocess.run(
+    _train_cmd(os.path.relpath(tmp_path / "straight", REPO), data_dir, total),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert straight.returncode == 0, straight.stderr[-3000:]
   step_a, params_a = _final_params(tmp_path / "killed")
   step_b, params_b = _final_params(tmp_path / "straight")
@@ -142,9 +171,18 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, data_dir):
 
 def test_misspelled_override_names_the_key(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "big_contrast.train", "--config=configs/clip.py:digits",
-       f"--workdir={tmp_path}", "--config.total_stepz=5"],
-      cwd=REPO, capture_output=True, text=True)
+    [
+      sys.executable,
+      "-m",
+      "big_contrast.train",
+      "--config=configs/clip.py:digits",
+      f"--workdir={tmp_path}",
+      "--config.total_stepz=5",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode != 0
   assert "total_stepz" in out.stderr
 
@@ -171,8 +209,9 @@ def test_bfloat16_compute_keeps_float32_params(data_dir):
   mesh = sharding.make_mesh(config.mesh)
   trainee = train.Trainee(config, mesh, vocab_size=259)
   assert {x.dtype for x in jax.tree.leaves(trainee.abstract_state["params"])} == {
-      np.dtype(np.float32)}
+    np.dtype(np.float32)
+  }
   bf16 = _losses_on(config, jax.devices()[:8], steps=3)
   config.model.dtype = "float32"
   f32 = _losses_on(config, jax.devices()[:8], steps=3)
-  np.testing.assert_allclose(bf16, f32, rtol=2e-2)   # bf16 matmuls, float32 loss math
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2)  # bf16 matmuls, float32 loss math

@@ -9,6 +9,7 @@ shapes, not on where the features came from). Reports:
     (its per-iteration cost, to size a full sweep);
   * weighted kNN (k = 20) of the test rows against the train rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,29 +37,57 @@ def main() -> None:
   y_test = rng.integers(0, args.classes, args.test)
   x_train = centers[y_train] * 0.15 + rng.standard_normal((args.n, args.dim), dtype=np.float32)
   x_test = centers[y_test] * 0.15 + rng.standard_normal((args.test, args.dim), dtype=np.float32)
-  base = dict(n_train=args.n, n_test=args.test, dim=args.dim, classes=args.classes,
-              cpus=os.cpu_count())
+  base = dict(
+    n_train=args.n, n_test=args.test, dim=args.dim, classes=args.classes, cpus=os.cpu_count()
+  )
 
   t = time.perf_counter()
   r = evaluate.linear_probe(x_train, y_train, x_test, y_test, solver="ridge")
-  print(json.dumps(dict(base, probe="ridge, 17-value L2 sweep + refit",
-                        seconds=round(time.perf_counter() - t, 2), top1=round(r["top1"], 4),
-                        l2=r["l2"])), flush=True)
+  print(
+    json.dumps(
+      dict(
+        base,
+        probe="ridge, 17-value L2 sweep + refit",
+        seconds=round(time.perf_counter() - t, 2),
+        top1=round(r["top1"], 4),
+        l2=r["l2"],
+      )
+    ),
+    flush=True,
+  )
 
   if args.lbfgs_iters:
     t = time.perf_counter()
-    r = evaluate.linear_probe(x_train, y_train, x_test, y_test, l2_grid=[1e-3],
-                              max_iter=args.lbfgs_iters)
+    r = evaluate.linear_probe(
+      x_train, y_train, x_test, y_test, l2_grid=[1e-3], max_iter=args.lbfgs_iters
+    )
     s = time.perf_counter() - t
-    print(json.dumps(dict(base, probe=f"L-BFGS logistic, one L2, {args.lbfgs_iters} iterations",
-                          seconds=round(s, 2), seconds_per_iteration=round(s / args.lbfgs_iters, 3),
-                          top1=round(r["top1"], 4))), flush=True)
+    print(
+      json.dumps(
+        dict(
+          base,
+          probe=f"L-BFGS logistic, one L2, {args.lbfgs_iters} iterations",
+          seconds=round(s, 2),
+          seconds_per_iteration=round(s / args.lbfgs_iters, 3),
+          top1=round(r["top1"], 4),
+        )
+      ),
+      flush=True,
+    )
 
   t = time.perf_counter()
   r = evaluate.knn_accuracy(x_train, y_train, x_test, y_test, k=20)
-  print(json.dumps(dict(base, probe="weighted cosine kNN, k=20",
-                        seconds=round(time.perf_counter() - t, 2), top1=round(r["top1"], 4))),
-        flush=True)
+  print(
+    json.dumps(
+      dict(
+        base,
+        probe="weighted cosine kNN, k=20",
+        seconds=round(time.perf_counter() - t, 2),
+        top1=round(r["top1"], 4),
+      )
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the configured `config.microbatches` also the measured step time, examples/s
 and MFU against the device's peak (on CPU: a float32 matmul peak measured in
 the same run).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,20 +22,30 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file:variant.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after one warm-up).")
-_MICROBATCHES = flags.DEFINE_list("microbatches", ["1", "2", "4", "8"],
-                                  "Microbatch settings whose compiled memory is reported.")
+_MICROBATCHES = flags.DEFINE_list(
+  "microbatches", ["1", "2", "4", "8"], "Microbatch settings whose compiled memory is reported."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Synthetic batch seed.")
 
 # bf16 dense peak FLOP/s per chip, from the vendors' spec sheets.
-PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
-              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100": 989e12,
-              "NVIDIA H200": 989e12, "NVIDIA A100": 312e12}
+PEAK_FLOPS = {
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,
+  "TPU v6e": 918e12,
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100": 312e12,
+}
 
 
 def cpu_matmul_peak(n: int = 1024, repeats: int = 10) -> float:
   """float32 FLOP/s of a large matmul on one CPU device (all its threads)."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
+
   x = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda a: a @ a)
   f(x).block_until_ready()
@@ -42,19 +53,25 @@ def cpu_matmul_peak(n: int = 1024, repeats: int = 10) -> float:
   for _ in range(repeats):
     x = f(x)
   x.block_until_ready()
-  return 2 * n ** 3 * repeats / (time.perf_counter() - t)
+  return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
 def synthetic_batch(config, rng, vocab_size: int):
   import numpy as np  # noqa: PLC0415
+
   b, s = config.batch_size, config.data.image_size
   if config.task == "image_text":
-    return dict(image=rng.normal(size=(b, s, s, 3)).astype(np.float32),
-                text=rng.integers(3, vocab_size, size=(b, config.text.max_len)).astype(np.int32),
-                text_id=np.arange(b, dtype=np.int32), label=np.zeros(b, np.int32))
+    return dict(
+      image=rng.normal(size=(b, s, s, 3)).astype(np.float32),
+      text=rng.integers(3, vocab_size, size=(b, config.text.max_len)).astype(np.int32),
+      text_id=np.arange(b, dtype=np.int32),
+      label=np.zeros(b, np.int32),
+    )
   v = config.data.get("num_views", 2)
-  return dict(views=rng.normal(size=(b, v, s, s, 3)).astype(np.float32),
-              label=rng.integers(0, 10, size=(b,)).astype(np.int32))
+  return dict(
+    views=rng.normal(size=(b, v, s, s, 3)).astype(np.float32),
+    label=rng.integers(0, 10, size=(b,)).astype(np.int32),
+  )
 
 
 def main(argv):
@@ -68,11 +85,16 @@ def main(argv):
   mesh = sharding.make_mesh(config.mesh)
   vocab = 259 if config.task == "image_text" else None
   batch = sharding.host_batch_to_global(
-      synthetic_batch(config, np.random.default_rng(_SEED.value), vocab or 0), mesh)
+    synthetic_batch(config, np.random.default_rng(_SEED.value), vocab or 0), mesh
+  )
   device = jax.devices()[0]
-  base = dict(config=sys.argv[1] if len(sys.argv) > 1 else "", devices=len(jax.devices()),
-              device_kind=device.device_kind, mesh=dict(mesh.shape),
-              global_batch=config.batch_size)
+  base = dict(
+    config=sys.argv[1] if len(sys.argv) > 1 else "",
+    devices=len(jax.devices()),
+    device_kind=device.device_kind,
+    mesh=dict(mesh.shape),
+    global_batch=config.batch_size,
+  )
 
   timed, timed_k, model_flops = None, config.microbatches, None
   for k in sorted({int(m) for m in _MICROBATCHES.value} | {config.microbatches}):
@@ -88,10 +110,14 @@ def main(argv):
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    row = dict(base, microbatches=k, compile_s=round(compile_s, 2),
-               temp_bytes_per_device=int(mem.temp_size_in_bytes),
-               argument_bytes_per_device=int(mem.argument_size_in_bytes),
-               xla_flops_per_device=float(cost["flops"]) if cost and "flops" in cost else None)
+    row = dict(
+      base,
+      microbatches=k,
+      compile_s=round(compile_s, 2),
+      temp_bytes_per_device=int(mem.temp_size_in_bytes),
+      argument_bytes_per_device=int(mem.argument_size_in_bytes),
+      xla_flops_per_device=float(cost["flops"]) if cost and "flops" in cost else None,
+    )
     if k == 1:  # XLA counts a loop body once, so only the un-chunked step's count is whole
       model_flops = row["xla_flops_per_device"]
     print(json.dumps(row), flush=True)
@@ -117,11 +143,21 @@ def main(argv):
     chip = next((v for name, v in PEAK_FLOPS.items() if device.device_kind.startswith(name)), None)
     peak = chip * len(jax.devices()) if chip else None
     peak_src = "bf16 spec sheet x devices"
-  print(json.dumps(dict(base, microbatches=k, step_s=round(step_s, 4),
-                        examples_per_s=round(config.batch_size / step_s, 1),
-                        achieved_flops_per_s=flops / step_s if flops else None,
-                        peak_flops_per_s=peak, peak_source=peak_src,
-                        mfu=(flops / step_s / peak) if (flops and peak) else None)), flush=True)
+  print(
+    json.dumps(
+      dict(
+        base,
+        microbatches=k,
+        step_s=round(step_s, 4),
+        examples_per_s=round(config.batch_size / step_s, 1),
+        achieved_flops_per_s=flops / step_s if flops else None,
+        peak_flops_per_s=peak,
+        peak_source=peak_src,
+        mfu=(flops / step_s / peak) if (flops and peak) else None,
+      )
+    ),
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ wrapper go to the command, and the wrapper then stops.
 gs:// workdirs are inspected with `gcloud storage ls`. Exit status: 0 when the
 run finished, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,10 +86,18 @@ class _Forwarder:
       self.proc.send_signal(signum)
 
 
-def run_until_done(command: list[str], workdir: str, *, max_restarts: int = 20,
-                   backoff_s: float = 30.0, max_backoff_s: float = 600.0, max_stalled: int = 3,
-                   total_steps: int | None = None, before_retry: str | None = None,
-                   log=print) -> bool:
+def run_until_done(
+  command: list[str],
+  workdir: str,
+  *,
+  max_restarts: int = 20,
+  backoff_s: float = 30.0,
+  max_backoff_s: float = 600.0,
+  max_stalled: int = 3,
+  total_steps: int | None = None,
+  before_retry: str | None = None,
+  log=print,
+) -> bool:
   """Runs `command` until the run in `workdir` is done; returns whether it is."""
   forward = _Forwarder()
   stalled = 0
@@ -104,8 +113,7 @@ def run_until_done(command: list[str], workdir: str, *, max_restarts: int = 20,
       log(f"[run_until_done] before retry: {before_retry}")
       subprocess.call(before_retry, shell=True)
     before = latest_checkpoint_step(workdir)
-    log(f"[run_until_done] attempt {attempt + 1} (checkpoint step {before}): "
-        f"{shlex.join(command)}")
+    log(f"[run_until_done] attempt {attempt + 1} (checkpoint step {before}): {shlex.join(command)}")
     forward.proc = subprocess.Popen(command)
     rc = forward.proc.wait()
     forward.proc = None
@@ -116,15 +124,19 @@ def run_until_done(command: list[str], workdir: str, *, max_restarts: int = 20,
     progressed = after is not None and (before is None or after > before)
     stalled = 0 if progressed or rc == 0 else stalled + 1
     if stalled >= max_stalled:
-      log(f"[run_until_done] giving up: {stalled} attempts in a row failed (last exit status "
-          f"{rc}) without a newer checkpoint; the error above is not a preemption")
+      log(
+        f"[run_until_done] giving up: {stalled} attempts in a row failed (last exit status "
+        f"{rc}) without a newer checkpoint; the error above is not a preemption"
+      )
       return is_done(workdir, total_steps)
     attempt += 1
     if is_done(workdir, total_steps):
       continue
-    pause = backoff_s if progressed else min(backoff_s * 2 ** stalled, max_backoff_s)
-    log(f"[run_until_done] exit status {rc}, checkpoint step {before} -> {after}; "
-        f"restarting in {pause:.0f} s")
+    pause = backoff_s if progressed else min(backoff_s * 2**stalled, max_backoff_s)
+    log(
+      f"[run_until_done] exit status {rc}, checkpoint step {before} -> {after}; "
+      f"restarting in {pause:.0f} s"
+    )
     time.sleep(pause)
 
 
@@ -133,25 +145,36 @@ def main(argv: list[str] | None = None) -> int:
   if "--" not in argv:
     raise SystemExit("usage: run_until_done.py --workdir=DIR [options] -- COMMAND ...")
   i = argv.index("--")
-  argv, command = argv[:i], argv[i + 1:]
+  argv, command = argv[:i], argv[i + 1 :]
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True, help="the run's --workdir (local or gs://)")
   p.add_argument("--max_restarts", type=int, default=20)
   p.add_argument("--backoff_s", type=float, default=30.0)
   p.add_argument("--max_backoff_s", type=float, default=600.0)
-  p.add_argument("--max_stalled", type=int, default=3,
-                 help="give up after this many failed attempts in a row without progress")
-  p.add_argument("--total_steps", type=int, default=None,
-                 help="also done when a checkpoint at this step exists")
+  p.add_argument(
+    "--max_stalled",
+    type=int,
+    default=3,
+    help="give up after this many failed attempts in a row without progress",
+  )
+  p.add_argument(
+    "--total_steps", type=int, default=None, help="also done when a checkpoint at this step exists"
+  )
   p.add_argument("--before_retry", default=None, help="shell command run before each retry")
   args = p.parse_args(argv)
   if not command:
     raise SystemExit("no command after --")
-  done = run_until_done(command, args.workdir, max_restarts=args.max_restarts,
-                        backoff_s=args.backoff_s, max_backoff_s=args.max_backoff_s,
-                        max_stalled=args.max_stalled, total_steps=args.total_steps,
-                        before_retry=args.before_retry,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+  done = run_until_done(
+    command,
+    args.workdir,
+    max_restarts=args.max_restarts,
+    backoff_s=args.backoff_s,
+    max_backoff_s=args.max_backoff_s,
+    max_stalled=args.max_stalled,
+    total_steps=args.total_steps,
+    before_retry=args.before_retry,
+    log=lambda m: print(m, file=sys.stderr, flush=True),
+  )
   return 0 if done else 1
 
 

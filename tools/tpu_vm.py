@@ -24,6 +24,7 @@ The workdir must be on GCS (gs://...) for a multi-host slice: Orbax writes one
 checkpoint from all hosts and every host reads it back on resume.
 This tool knows nothing about the trainer beyond its module name and flags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,22 +39,28 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Software image per TPU generation (`gcloud compute tpus versions list`).
 RUNTIME_VERSIONS = {
-    "v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
-    "v5litepod": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e",
+  "v2": "tpu-ubuntu2204-base",
+  "v3": "tpu-ubuntu2204-base",
+  "v4": "tpu-ubuntu2204-base",
+  "v5litepod": "v2-alpha-tpuv5-lite",
+  "v5p": "v2-alpha-tpuv5",
+  "v6e": "v2-alpha-tpuv6e",
 }
 # Files the workers do not need: version control, environments, local runs.
 TAR_EXCLUDES = (".git", ".venv", "venv", "workdir", "__pycache__", "*.egg-info", ".pytest_cache")
 CODE_TARBALL = "big_contrast_code.tar.gz"
-METADATA = ("http://${GCE_METADATA_IP:-metadata.google.internal}"
-            "/computeMetadata/v1/instance/attributes")
+METADATA = (
+  "http://${GCE_METADATA_IP:-metadata.google.internal}/computeMetadata/v1/instance/attributes"
+)
 
 
 def accelerator_type(name: str) -> str:
   """gcloud's accelerator type; 'v5e-N' is accepted for gcloud's 'v5litepod-N'."""
   m = re.fullmatch(r"(v2|v3|v4|v5e|v5litepod|v5p|v6e)-(\d+)", name)
   if not m:
-    raise SystemExit(f"--accelerator={name!r}: expected e.g. v4-8, v4-32, v5e-8 (v5litepod-8), "
-                     f"v5p-8, v6e-8")
+    raise SystemExit(
+      f"--accelerator={name!r}: expected e.g. v4-8, v4-32, v5e-8 (v5litepod-8), v5p-8, v6e-8"
+    )
   generation = "v5litepod" if m.group(1) == "v5e" else m.group(1)
   return f"{generation}-{m.group(2)}"
 
@@ -64,6 +71,7 @@ def default_runtime(accel: str) -> str:
 
 # ---------------------------------------------------------------- commands ---
 
+
 def _where(args) -> list[str]:
   flags = [f"--zone={args.zone}"]
   if args.project:
@@ -72,8 +80,17 @@ def _where(args) -> list[str]:
 
 
 def _ssh(args, worker: str, command: str) -> list[str]:
-  return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name, *_where(args),
-          f"--worker={worker}", f"--command={command}"]
+  return [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "ssh",
+    args.name,
+    *_where(args),
+    f"--worker={worker}",
+    f"--command={command}",
+  ]
 
 
 def create_commands(args) -> list[list[str]]:
@@ -82,12 +99,30 @@ def create_commands(args) -> list[list[str]]:
   if args.queued:
     if args.preemptible:
       raise SystemExit("--preemptible does not apply to queued resources; use --spot")
-    cmd = ["gcloud", "compute", "tpus", "queued-resources", "create", args.name,
-           f"--node-id={args.name}", *_where(args), f"--accelerator-type={accel}",
-           f"--runtime-version={version}"]
+    cmd = [
+      "gcloud",
+      "compute",
+      "tpus",
+      "queued-resources",
+      "create",
+      args.name,
+      f"--node-id={args.name}",
+      *_where(args),
+      f"--accelerator-type={accel}",
+      f"--runtime-version={version}",
+    ]
   else:
-    cmd = ["gcloud", "compute", "tpus", "tpu-vm", "create", args.name, *_where(args),
-           f"--accelerator-type={accel}", f"--version={version}"]
+    cmd = [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "create",
+      args.name,
+      *_where(args),
+      f"--accelerator-type={accel}",
+      f"--version={version}",
+    ]
   if args.spot:
     cmd.append("--spot")
   if args.preemptible:
@@ -96,8 +131,16 @@ def create_commands(args) -> list[list[str]]:
 
 
 def wait_active_command(args) -> list[str]:
-  return ["gcloud", "compute", "tpus", "queued-resources", "describe", args.name, *_where(args),
-          "--format=value(state.state)"]
+  return [
+    "gcloud",
+    "compute",
+    "tpus",
+    "queued-resources",
+    "describe",
+    args.name,
+    *_where(args),
+    "--format=value(state.state)",
+  ]
 
 
 def _as_path(path: str) -> str:
@@ -108,20 +151,33 @@ def _as_path(path: str) -> str:
 def setup_commands(args) -> list[list[str]]:
   """Packs this checkout, copies it to every worker, installs it there with JAX for TPU."""
   if args.code_dir.strip().rstrip("/") in ("", "~", "$HOME", "."):
-    raise SystemExit(f"--code_dir={args.code_dir!r}: setup replaces this directory; name a "
-                     f"directory of its own, e.g. big_contrast")
+    raise SystemExit(
+      f"--code_dir={args.code_dir!r}: setup replaces this directory; name a "
+      f"directory of its own, e.g. big_contrast"
+    )
   tarball = f"/tmp/{CODE_TARBALL}"
   pack = ["tar", "-czf", tarball, *(f"--exclude={e}" for e in TAR_EXCLUDES), "-C", str(REPO), "."]
-  copy = ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball, f"{args.name}:{CODE_TARBALL}",
-          *_where(args), "--worker=all"]
-  install = "; ".join([
+  copy = [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "scp",
+    tarball,
+    f"{args.name}:{CODE_TARBALL}",
+    *_where(args),
+    "--worker=all",
+  ]
+  install = "; ".join(
+    [
       "set -e",
       f"rm -rf {args.code_dir}",
       f"mkdir -p {args.code_dir}",
       f"tar -xzf {CODE_TARBALL} -C {args.code_dir}",
       f"{args.python} -m pip install -q -U pip",
       f"{args.python} -m pip install -q -e {_as_path(args.code_dir)} 'jax[tpu]'",
-  ])
+    ]
+  )
   return [pack, copy, _ssh(args, "all", install)]
 
 
@@ -138,26 +194,26 @@ def worker_script(args, trainer_args: list[str]) -> str:
   # the whole run); `stop` is how a run is ended on purpose.
   train = " ".join(["nohup", args.python, "-m", args.module, *map(shlex.quote, trainer_args)])
   lines = [
-      f"cd {args.code_dir} || exit 1",
-      f"mkdir -p {log_dir}",
-      f"MD={METADATA}",
-      f'WORKER=$({get} "$MD/agent-worker-number") || exit 1',
-      f'HOSTS=$({get} "$MD/worker-network-endpoints") || exit 1',
-      "N=$(echo \"$HOSTS\" | tr ',' '\\n' | grep -c .)",
-      # One entry per worker, sorted by worker number: 'host' or 'name:id:ip'.
-      "if [ \"$N\" -gt 1 ]; then export BIG_CONTRAST_PROCESS_ID=\"$WORKER\" "
-      "BIG_CONTRAST_NUM_PROCESSES=\"$N\" BIG_CONTRAST_COORDINATOR=\"$(echo \"$HOSTS\" "
-      f"| cut -d, -f1 | awk -F: '{{print $NF}}'):{args.coordinator_port}\"; fi",
-      *(f"export {shlex.quote(kv)}" for kv in args.env),
-      f'if [ -f {pidfile} ] && kill -0 "$(cat {pidfile})" 2>/dev/null; then '
-      f'PID=$(cat {pidfile}); STARTED=0; echo "worker $WORKER: a run is alive (pid $PID); '
-      f'following it"; else : > {log}; {train} >> {log} 2>&1 < /dev/null & PID=$!; STARTED=1; '
-      f'echo "$PID" > {pidfile}; fi',
+    f"cd {args.code_dir} || exit 1",
+    f"mkdir -p {log_dir}",
+    f"MD={METADATA}",
+    f'WORKER=$({get} "$MD/agent-worker-number") || exit 1',
+    f'HOSTS=$({get} "$MD/worker-network-endpoints") || exit 1',
+    "N=$(echo \"$HOSTS\" | tr ',' '\\n' | grep -c .)",
+    # One entry per worker, sorted by worker number: 'host' or 'name:id:ip'.
+    'if [ "$N" -gt 1 ]; then export BIG_CONTRAST_PROCESS_ID="$WORKER" '
+    'BIG_CONTRAST_NUM_PROCESSES="$N" BIG_CONTRAST_COORDINATOR="$(echo "$HOSTS" '
+    f"| cut -d, -f1 | awk -F: '{{print $NF}}'):{args.coordinator_port}\"; fi",
+    *(f"export {shlex.quote(kv)}" for kv in args.env),
+    f'if [ -f {pidfile} ] && kill -0 "$(cat {pidfile})" 2>/dev/null; then '
+    f'PID=$(cat {pidfile}); STARTED=0; echo "worker $WORKER: a run is alive (pid $PID); '
+    f'following it"; else : > {log}; {train} >> {log} 2>&1 < /dev/null & PID=$!; STARTED=1; '
+    f'echo "$PID" > {pidfile}; fi',
   ]
   if not args.detach:
     lines += [
-        f'if [ "$WORKER" = 0 ]; then tail -n +1 -f --pid="$PID" {log}; fi',
-        'if [ "$STARTED" = 1 ]; then wait "$PID"; else tail --pid="$PID" -f /dev/null; fi',
+      f'if [ "$WORKER" = 0 ]; then tail -n +1 -f --pid="$PID" {log}; fi',
+      'if [ "$STARTED" = 1 ]; then wait "$PID"; else tail --pid="$PID" -f /dev/null; fi',
     ]
   return "; ".join(lines)
 
@@ -175,20 +231,34 @@ def logs_commands(args) -> list[list[str]]:
 def stop_commands(args) -> list[list[str]]:
   """SIGTERM on every worker: the trainer saves a checkpoint at one agreed step and exits 0."""
   pidfile = f"{args.log_dir}/{args.run_name}.pid"
-  script = (f'if [ -f {pidfile} ] && kill -0 "$(cat {pidfile})" 2>/dev/null; then '
-            f'kill -TERM "$(cat {pidfile})" && echo "sent SIGTERM to $(cat {pidfile})"; '
-            f'else echo "no run alive"; fi')
+  script = (
+    f'if [ -f {pidfile} ] && kill -0 "$(cat {pidfile})" 2>/dev/null; then '
+    f'kill -TERM "$(cat {pidfile})" && echo "sent SIGTERM to $(cat {pidfile})"; '
+    f'else echo "no run alive"; fi'
+  )
   return [_ssh(args, "all", script)]
 
 
 def delete_commands(args) -> list[list[str]]:
   if args.queued:  # --force deletes the TPU VM the queued resource holds, too
-    return [["gcloud", "compute", "tpus", "queued-resources", "delete", args.name, *_where(args),
-             "--force", "--quiet"]]
+    return [
+      [
+        "gcloud",
+        "compute",
+        "tpus",
+        "queued-resources",
+        "delete",
+        args.name,
+        *_where(args),
+        "--force",
+        "--quiet",
+      ]
+    ]
   return [["gcloud", "compute", "tpus", "tpu-vm", "delete", args.name, *_where(args), "--quiet"]]
 
 
 # -------------------------------------------------------------- execution ---
+
 
 def run_commands(commands: list[list[str]], dry_run: bool) -> int:
   """Runs each command in turn (stops at the first failure); with dry_run prints them."""
@@ -226,11 +296,19 @@ def _parser() -> argparse.ArgumentParser:
   common.add_argument("--name", required=True, help="TPU VM (and queued resource) name")
   common.add_argument("--zone", required=True)
   common.add_argument("--project", default=None, help="default: gcloud's configured project")
-  common.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                      help="print every command, one per line, and run none")
+  common.add_argument(
+    "--dry-run",
+    "--dry_run",
+    dest="dry_run",
+    action="store_true",
+    help="print every command, one per line, and run none",
+  )
   worker = argparse.ArgumentParser(add_help=False)
-  worker.add_argument("--code_dir", default="big_contrast",
-                      help="where the code lives on each worker (relative to $HOME)")
+  worker.add_argument(
+    "--code_dir",
+    default="big_contrast",
+    help="where the code lives on each worker (relative to $HOME)",
+  )
   worker.add_argument("--python", default="python3")
   worker.add_argument("--log_dir", default="$HOME/big_contrast_logs")
   worker.add_argument("--run_name", default="train", help="names RUN.log and RUN.pid")
@@ -241,28 +319,43 @@ def _parser() -> argparse.ArgumentParser:
   alloc.add_argument("--version", default=None, help="TPU software version (default per gen.)")
   capacity = alloc.add_mutually_exclusive_group()
   capacity.add_argument("--spot", action="store_true", help="Spot capacity (preemptible)")
-  capacity.add_argument("--preemptible", action="store_true",
-                        help="legacy preemptible TPU VM (not with --queued)")
+  capacity.add_argument(
+    "--preemptible", action="store_true", help="legacy preemptible TPU VM (not with --queued)"
+  )
 
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
   sub.add_parser("create", parents=[common, kind, alloc], help="create the slice")
   sub.add_parser("setup", parents=[common, worker], help="copy and install the code on all workers")
-  sub.add_parser("up", parents=[common, kind, alloc, worker],
-                 help="create, wait until ready (queued), then setup")
-  t = sub.add_parser("train", parents=[common, worker],
-                     help="run the trainer on all workers; args after -- go to the trainer")
+  sub.add_parser(
+    "up",
+    parents=[common, kind, alloc, worker],
+    help="create, wait until ready (queued), then setup",
+  )
+  t = sub.add_parser(
+    "train",
+    parents=[common, worker],
+    help="run the trainer on all workers; args after -- go to the trainer",
+  )
   t.add_argument("--module", default="big_contrast.train")
   t.add_argument("--coordinator_port", type=int, default=8476)
-  t.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                 help="extra environment for the trainer (repeatable)")
+  t.add_argument(
+    "--env",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="extra environment for the trainer (repeatable)",
+  )
   t.add_argument("--detach", action="store_true", help="start and return; see `logs`")
   lg = sub.add_parser("logs", parents=[common, worker], help="tail a worker's log")
   lg.add_argument("--worker", default="0")
   lg.add_argument("--lines", type=int, default=100)
   lg.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True)
-  sub.add_parser("stop", parents=[common, worker],
-                 help="SIGTERM the run on all workers (it checkpoints and exits)")
+  sub.add_parser(
+    "stop",
+    parents=[common, worker],
+    help="SIGTERM the run on all workers (it checkpoints and exits)",
+  )
   sub.add_parser("delete", parents=[common, kind], help="delete the slice")
   return p
 
@@ -272,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
   trainer_args: list[str] = []
   if "--" in argv:
     i = argv.index("--")
-    argv, trainer_args = argv[:i], argv[i + 1:]
+    argv, trainer_args = argv[:i], argv[i + 1 :]
   args = _parser().parse_args(argv)
   if args.command == "train":
     for kv in args.env:
@@ -282,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     if not workdir:
       raise SystemExit("train: give the trainer's flags after --, including --workdir=gs://...")
     if not workdir[0].startswith("gs://"):
-      print(f"warning: --workdir={workdir[0]} is not on GCS; on a multi-host slice every host "
-            f"must read and write the same checkpoints (use gs://BUCKET/...)", file=sys.stderr)
+      print(
+        f"warning: --workdir={workdir[0]} is not on GCS; on a multi-host slice every host "
+        f"must read and write the same checkpoints (use gs://BUCKET/...)",
+        file=sys.stderr,
+      )
     return run_commands(train_commands(args, trainer_args), args.dry_run)
   if trainer_args:
     raise SystemExit(f"{args.command}: unexpected arguments after --: {trainer_args}")
@@ -294,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     if not rc and args.queued:
       rc = wait_until_active(args)
     return rc or run_commands(setup_commands(args), args.dry_run)
-  commands = {"setup": setup_commands, "logs": logs_commands, "stop": stop_commands,
-              "delete": delete_commands}[args.command](args)
+  commands = {
+    "setup": setup_commands,
+    "logs": logs_commands,
+    "stop": stop_commands,
+    "delete": delete_commands,
+  }[args.command](args)
   return run_commands(commands, args.dry_run)
 
 

@@ -36,18 +36,19 @@ TRIM_THRESHOLD = 256 << 20
 
 
 def tune_malloc() -> bool:
-    """Keep freed memory for reuse (see module docstring); True if glibc took the settings."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+  """Keep freed memory for reuse (see module docstring); True if glibc took the settings."""
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+  )
 
 
 def tune_malloc_in_worker(worker_index: int, worker_count: int) -> None:
-    """``tune_malloc`` as a grain ``mp_prefetch`` ``worker_init_fn``."""
-    del worker_index, worker_count
-    tune_malloc()
+  """``tune_malloc`` as a grain ``mp_prefetch`` ``worker_init_fn``."""
+  del worker_index, worker_count
+  tune_malloc()

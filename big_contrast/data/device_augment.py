@@ -22,6 +22,7 @@ the most per example (``tools/bench_data.py`` measures both paths).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,14 +41,15 @@ def hue_matrix(turns: jax.Array) -> jax.Array:
   theta = turns * 2 * jnp.pi
   cos, sin = jnp.cos(theta), jnp.sin(theta)
   one, zero = jnp.ones_like(cos), jnp.zeros_like(cos)
-  rot = jnp.stack([jnp.stack([one, zero, zero]), jnp.stack([zero, cos, -sin]),
-                   jnp.stack([zero, sin, cos])])
+  rot = jnp.stack(
+    [jnp.stack([one, zero, zero]), jnp.stack([zero, cos, -sin]), jnp.stack([zero, sin, cos])]
+  )
   return jnp.asarray(augment_lib.YIQ_TO_RGB) @ rot @ jnp.asarray(augment_lib.RGB_TO_YIQ)
 
 
-def apply_jitter(x: jax.Array, order: jax.Array, factors: jax.Array,
-                 turns: jax.Array) -> jax.Array:
+def apply_jitter(x: jax.Array, order: jax.Array, factors: jax.Array, turns: jax.Array) -> jax.Array:
   """Brightness, contrast, saturation, hue (ops 0-3) in `order`, each then clipped to [0, 1]."""
+
   def brightness(y):
     return y * factors[0]
 
@@ -63,7 +65,7 @@ def apply_jitter(x: jax.Array, order: jax.Array, factors: jax.Array,
     return y @ hue_matrix(turns).T
 
   for i in range(4):
-    x = jnp.clip(jax.lax.switch(order[i], (brightness, contrast, saturation, hue), x), 0., 1.)
+    x = jnp.clip(jax.lax.switch(order[i], (brightness, contrast, saturation, hue), x), 0.0, 1.0)
   return x
 
 
@@ -77,17 +79,18 @@ def gaussian_blur(x: jax.Array, sigma: jax.Array, max_radius: int) -> jax.Array:
   size = min(x.shape[0], x.shape[1])
   taps = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
   radius = jnp.clip(jnp.ceil(3 * sigma), 1, size - 1)
-  w = jnp.where(jnp.abs(taps) <= radius, jnp.exp(-0.5 * (taps / sigma) ** 2), 0.)
+  w = jnp.where(jnp.abs(taps) <= radius, jnp.exp(-0.5 * (taps / sigma) ** 2), 0.0)
   w = w / w.sum()
   h, wd = x.shape[:2]
   pad = jnp.pad(x, ((max_radius, max_radius), (0, 0), (0, 0)), mode="reflect")
-  x = sum(w[k] * pad[k:k + h] for k in range(2 * max_radius + 1))
+  x = sum(w[k] * pad[k : k + h] for k in range(2 * max_radius + 1))
   pad = jnp.pad(x, ((0, 0), (max_radius, max_radius), (0, 0)), mode="reflect")
-  return sum(w[k] * pad[:, k:k + wd] for k in range(2 * max_radius + 1))
+  return sum(w[k] * pad[:, k : k + wd] for k in range(2 * max_radius + 1))
 
 
-def _view(x: jax.Array, key: jax.Array, probs: tuple[float, ...],
-          cfg: Mapping[str, Any]) -> jax.Array:
+def _view(
+  x: jax.Array, key: jax.Array, probs: tuple[float, ...], cfg: Mapping[str, Any]
+) -> jax.Array:
   """One uint8 view [S, S, 3] → float32 [0, 1], photometric ops applied."""
   k_apply, k_order, k_factors, k_hue, k_sigma = jax.random.split(key, 5)
   do = jax.random.uniform(k_apply, (4,)) < jnp.asarray(probs)
@@ -109,8 +112,9 @@ def _view(x: jax.Array, key: jax.Array, probs: tuple[float, ...],
   return jnp.where(do[3] & (x >= 0.5), 1.0 - x, x)
 
 
-def photometric(views: jax.Array, seeds: jax.Array, augment_cfg: Mapping[str, Any] | None
-                ) -> jax.Array:
+def photometric(
+  views: jax.Array, seeds: jax.Array, augment_cfg: Mapping[str, Any] | None
+) -> jax.Array:
   """uint8 views [B, V, S, S, 3] + per-example seeds [B] → float32 [-1, 1], augmented.
 
   `augment_cfg` is ``data.augment`` (the same keys as the host's; per-view
@@ -124,6 +128,6 @@ def photometric(views: jax.Array, seeds: jax.Array, augment_cfg: Mapping[str, An
   out = []
   for v in range(views.shape[1]):
     probs = tuple(aug.prob(k, v) for k in augment_lib.PHOTOMETRIC_OPS)
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, v))(base)
-    out.append(jax.vmap(lambda x, k: _view(x, k, probs, cfg))(views[:, v], keys))
+    keys = jax.vmap(functools.partial(jax.random.fold_in, data=v))(base)
+    out.append(jax.vmap(functools.partial(_view, probs=probs, cfg=cfg))(views[:, v], keys))
   return jnp.stack(out, axis=1) * 2.0 - 1.0

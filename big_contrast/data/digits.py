@@ -31,8 +31,16 @@ from etils import epath
 from PIL import Image
 
 DIGIT_NAMES = (
-    "zero", "one", "two", "three", "four",
-    "five", "six", "seven", "eight", "nine",
+  "zero",
+  "one",
+  "two",
+  "three",
+  "four",
+  "five",
+  "six",
+  "seven",
+  "eight",
+  "nine",
 )
 NUM_TRAIN = 1500  # sklearn's first 1500 digits; the remaining 297 are `test`.
 IMAGE_SIZE = 32
@@ -42,246 +50,246 @@ GRID_SIZE = 64
 # example's template is fixed by its index (see `caption_for`). `{word}` is
 # the digit's name, `{num}` the numeral.
 CAPTION_TEMPLATES = (
-    "a handwritten digit {word}",
-    "the number {num} written by hand",
-    "a scanned digit: {word}",
-    "a photo of the digit {word}",
-    "a blurry handwritten {num}",
-    "the digit {word}, handwritten",
-    "a small picture of a {word}",
-    "someone wrote the number {word}",
+  "a handwritten digit {word}",
+  "the number {num} written by hand",
+  "a scanned digit: {word}",
+  "a photo of the digit {word}",
+  "a blurry handwritten {num}",
+  "the digit {word}, handwritten",
+  "a small picture of a {word}",
+  "someone wrote the number {word}",
 )
 
 
 def default_data_dir() -> str:
-    """``$BIG_CONTRAST_DATA_DIR`` or ``~/.cache/big_contrast/tensorflow_datasets``."""
-    env = os.environ.get("BIG_CONTRAST_DATA_DIR")
-    if env:
-        return env
-    return os.path.join(
-        os.path.expanduser("~"), ".cache", "big_contrast", "tensorflow_datasets"
-    )
+  """``$BIG_CONTRAST_DATA_DIR`` or ``~/.cache/big_contrast/tensorflow_datasets``."""
+  env = os.environ.get("BIG_CONTRAST_DATA_DIR")
+  if env:
+    return env
+  return os.path.join(os.path.expanduser("~"), ".cache", "big_contrast", "tensorflow_datasets")
 
 
 def caption_for(label: int, index: int) -> str:
-    """The caption of digit ``label`` at dataset position ``index``.
+  """The caption of digit ``label`` at dataset position ``index``.
 
-    The template is chosen by a hash of the index (not ``index % n``, which
-    would correlate with sklearn's ordering of writers).
-    """
-    template = CAPTION_TEMPLATES[
-        zlib.crc32(f"caption-{index}".encode()) % len(CAPTION_TEMPLATES)
-    ]
-    return template.format(word=DIGIT_NAMES[label], num=label)
+  The template is chosen by a hash of the index (not ``index % n``, which
+  would correlate with sklearn's ordering of writers).
+  """
+  template = CAPTION_TEMPLATES[zlib.crc32(f"caption-{index}".encode()) % len(CAPTION_TEMPLATES)]
+  return template.format(word=DIGIT_NAMES[label], num=label)
 
 
 def _digit_to_rgb(pixels_8x8: np.ndarray, size: int) -> np.ndarray:
-    """[8, 8] values 0..16 -> [size, size, 3] uint8 (bright ink on black)."""
-    gray = np.clip(np.round(pixels_8x8 * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    big = Image.fromarray(gray, mode="L").resize((size, size), Image.BILINEAR)
-    return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
+  """[8, 8] values 0..16 -> [size, size, 3] uint8 (bright ink on black)."""
+  gray = np.clip(np.round(pixels_8x8 * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+  big = Image.fromarray(gray, mode="L").resize((size, size), Image.BILINEAR)
+  return np.repeat(np.asarray(big)[..., None], 3, axis=-1)
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
-    # Encoded here with PIL so that tfds never needs TensorFlow to encode.
-    buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
-    return buf.getvalue()
+  # Encoded here with PIL so that tfds never needs TensorFlow to encode.
+  buf = io.BytesIO()
+  Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
+  return buf.getvalue()
 
 
 def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # Bundled with sklearn: offline.
+  from sklearn.datasets import load_digits  # Bundled with sklearn: offline.
 
-    digits = load_digits()
-    return digits.images, digits.target.astype(np.int64)
+  digits = load_digits()
+  return digits.images, digits.target.astype(np.int64)
 
 
 def _split_range(split: str) -> range:
-    images, _ = _load_sklearn_digits()
-    if split == "train":
-        return range(0, NUM_TRAIN)
-    return range(NUM_TRAIN, len(images))
+  images, _ = _load_sklearn_digits()
+  if split == "train":
+    return range(0, NUM_TRAIN)
+  return range(NUM_TRAIN, len(images))
 
 
 class _BundledBuilder(tfds.core.GeneratorBasedBuilder):
-    """Base of the bundled builders: nothing to download, no TF needed."""
+  """Base of the bundled builders: nothing to download, no TF needed."""
 
-    # TFDS finds a builder's checksums/metadata next to its source through
-    # `importlib_resources`, which some installs lack; pointing it at this
-    # file directly avoids that lookup (there are no checksums to find).
-    code_path = epath.Path(__file__)
+  # TFDS finds a builder's checksums/metadata next to its source through
+  # `importlib_resources`, which some installs lack; pointing it at this
+  # file directly avoids that lookup (there are no checksums to find).
+  code_path = epath.Path(__file__)
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download.
-        return {"train": self._generate_examples("train"),
-                "test": self._generate_examples("test")}
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    return {"train": self._generate_examples("train"), "test": self._generate_examples("test")}
 
 
 class BcDigits(_BundledBuilder):
-    """scikit-learn digits as 32x32 RGB PNGs with labels and captions."""
+  """scikit-learn digits as 32x32 RGB PNGs with labels and captions."""
 
-    name = "bc_digits"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+  name = "bc_digits"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=(
-                "scikit-learn's 8x8 handwritten digits upsampled to 32x32 RGB, "
-                "with templated captions. train: first 1500, test: last 297."
-            ),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(
-                    shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"
-                ),
-                "label": tfds.features.ClassLabel(names=DIGIT_NAMES),
-                "caption": tfds.features.Text(),
-                "index": np.int64,
-            }),
-            supervised_keys=("image", "label"),
-            # Records stay in generation order: record i of a split is the
-            # split's i-th example in scikit-learn's order.
-            disable_shuffling=True,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+      description=(
+        "scikit-learn's 8x8 handwritten digits upsampled to 32x32 RGB, "
+        "with templated captions. train: first 1500, test: last 297."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
+          "label": tfds.features.ClassLabel(names=DIGIT_NAMES),
+          "caption": tfds.features.Text(),
+          "index": np.int64,
+        }
+      ),
+      supervised_keys=("image", "label"),
+      # Records stay in generation order: record i of a split is the
+      # split's i-th example in scikit-learn's order.
+      disable_shuffling=True,
+    )
 
-    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-        images, labels = _load_sklearn_digits()
-        for i in _split_range(split):
-            label = int(labels[i])
-            yield i, {
-                "image": _png_bytes(_digit_to_rgb(images[i], IMAGE_SIZE)),
-                "label": label,
-                "caption": caption_for(label, i),
-                "index": i,
-            }
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    images, labels = _load_sklearn_digits()
+    for i in _split_range(split):
+      label = int(labels[i])
+      yield (
+        i,
+        {
+          "image": _png_bytes(_digit_to_rgb(images[i], IMAGE_SIZE)),
+          "label": label,
+          "caption": caption_for(label, i),
+          "index": i,
+        },
+      )
 
 
 def grid_caption(labels: list[int]) -> str:
-    """'a grid of handwritten digits: three, seven, seven and one'."""
-    words = [DIGIT_NAMES[l] for l in labels]
-    return "a grid of handwritten digits: " + ", ".join(words[:-1]) + " and " + words[-1]
+  """'a grid of handwritten digits: three, seven, seven and one'."""
+  words = [DIGIT_NAMES[label] for label in labels]
+  return "a grid of handwritten digits: " + ", ".join(words[:-1]) + " and " + words[-1]
 
 
 class BcDigitsGrid(_BundledBuilder):
-    """2x2 grids of scikit-learn digits (64x64 RGB) with multi-hot labels."""
+  """2x2 grids of scikit-learn digits (64x64 RGB) with multi-hot labels."""
 
-    name = "bc_digits_grid"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    NUM_GRIDS = {"train": 3000, "test": 600}
+  name = "bc_digits_grid"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  NUM_GRIDS = {"train": 3000, "test": 600}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=(
-                "2x2 grids of scikit-learn digits; `labels` is multi-hot over "
-                "the ten digits. Train grids use train digits, test grids test "
-                "digits."
-            ),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(
-                    shape=(GRID_SIZE, GRID_SIZE, 3), encoding_format="png"
-                ),
-                "labels": tfds.features.Tensor(shape=(10,), dtype=np.int64),
-                "caption": tfds.features.Text(),
-                "index": np.int64,
-            }),
-            disable_shuffling=True,
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+      description=(
+        "2x2 grids of scikit-learn digits; `labels` is multi-hot over "
+        "the ten digits. Train grids use train digits, test grids test "
+        "digits."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(GRID_SIZE, GRID_SIZE, 3), encoding_format="png"),
+          "labels": tfds.features.Tensor(shape=(10,), dtype=np.int64),
+          "caption": tfds.features.Text(),
+          "index": np.int64,
+        }
+      ),
+      disable_shuffling=True,
+    )
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    images, labels = _load_sklearn_digits()
+    pool = np.asarray(_split_range(split))
+    # A fixed generator per split: the grids are part of the dataset's
+    # definition, identical on every build.
+    rng = np.random.default_rng(1234 if split == "train" else 5678)
+    half = GRID_SIZE // 2
+    for g in range(self.NUM_GRIDS[split]):
+      members = rng.choice(pool, size=4, replace=False)
+      canvas = np.zeros((GRID_SIZE, GRID_SIZE, 3), np.uint8)
+      for k, m in enumerate(members):
+        r, c = divmod(k, 2)
+        canvas[r * half : (r + 1) * half, c * half : (c + 1) * half] = _digit_to_rgb(
+          images[m], half
         )
-
-    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-        images, labels = _load_sklearn_digits()
-        pool = np.asarray(_split_range(split))
-        # A fixed generator per split: the grids are part of the dataset's
-        # definition, identical on every build.
-        rng = np.random.default_rng(1234 if split == "train" else 5678)
-        half = GRID_SIZE // 2
-        for g in range(self.NUM_GRIDS[split]):
-            members = rng.choice(pool, size=4, replace=False)
-            canvas = np.zeros((GRID_SIZE, GRID_SIZE, 3), np.uint8)
-            for k, m in enumerate(members):
-                r, c = divmod(k, 2)
-                canvas[r * half:(r + 1) * half, c * half:(c + 1) * half] = (
-                    _digit_to_rgb(images[m], half))
-            cell_labels = [int(labels[m]) for m in members]
-            multi_hot = np.zeros((10,), np.int64)
-            multi_hot[cell_labels] = 1
-            yield g, {
-                "image": _png_bytes(canvas),
-                "labels": multi_hot,
-                "caption": grid_caption(cell_labels),
-                "index": g,
-            }
+      cell_labels = [int(labels[m]) for m in members]
+      multi_hot = np.zeros((10,), np.int64)
+      multi_hot[cell_labels] = 1
+      yield (
+        g,
+        {
+          "image": _png_bytes(canvas),
+          "labels": multi_hot,
+          "caption": grid_caption(cell_labels),
+          "index": g,
+        },
+      )
 
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    BcDigits.name: BcDigits,
-    BcDigitsGrid.name: BcDigitsGrid,
+  BcDigits.name: BcDigits,
+  BcDigitsGrid.name: BcDigitsGrid,
 }
 
 _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}
 
 
 def bundled_builders() -> dict[str, type[tfds.core.GeneratorBasedBuilder]]:
-    """Every bundled builder: the digits ones and the text one (``lee.BcLee``).
+  """Every bundled builder: the digits ones and the text one (``lee.BcLee``).
 
-    ``lee`` is imported here, not at the top, as it subclasses this module's
-    builder base; it imports gensim only when its data is built.
-    """
-    from big_contrast.data import lee  # noqa: PLC0415
+  ``lee`` is imported here, not at the top, as it subclasses this module's
+  builder base; it imports gensim only when its data is built.
+  """
+  from big_contrast.data import lee  # noqa: PLC0415
 
-    return {**BUILDERS, **lee.BUILDERS}
+  return {**BUILDERS, **lee.BUILDERS}
 
 
 @contextlib.contextmanager
 def _exclusive_lock(path: str):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_built(
-    name: str = "bc_digits", data_dir: str | None = None
-) -> tfds.core.DatasetBuilder:
-    """Returns the prepared builder of a bundled dataset, building it if needed.
+def ensure_built(name: str = "bc_digits", data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Returns the prepared builder of a bundled dataset, building it if needed.
 
-    Args:
-      name: one of ``bundled_builders()`` (``'bc_digits'``, ``'bc_digits_grid'``,
-        ``'bc_lee'``).
-      data_dir: TFDS data dir; ``None`` means ``default_data_dir()``.
+  Args:
+    name: one of ``bundled_builders()`` (``'bc_digits'``, ``'bc_digits_grid'``,
+      ``'bc_lee'``).
+    data_dir: TFDS data dir; ``None`` means ``default_data_dir()``.
 
-    Building happens at most once per data dir: an exclusive ``fcntl.flock``
-    on ``{data_dir}/.{name}.lock`` serialises concurrent first use by several
-    processes on one machine (the losers wait, then find the data prepared);
-    TFDS itself writes into a temporary directory and renames it into place,
-    so a killed build leaves no half-written dataset behind. ``flock`` is not
-    reliable on some network file systems: there, build once before launching
-    many hosts (``python -c "from big_contrast.data import digits;
-    digits.ensure_built('bc_digits')"``).
-    """
-    builders = bundled_builders()
-    if name not in builders:
-        raise ValueError(
-            f"Unknown bundled dataset {name!r}; expected one of {sorted(builders)} "
-            "or a path to a TFDS dataset directory."
+  Building happens at most once per data dir: an exclusive ``fcntl.flock``
+  on ``{data_dir}/.{name}.lock`` serialises concurrent first use by several
+  processes on one machine (the losers wait, then find the data prepared);
+  TFDS itself writes into a temporary directory and renames it into place,
+  so a killed build leaves no half-written dataset behind. ``flock`` is not
+  reliable on some network file systems: there, build once before launching
+  many hosts (``python -c "from big_contrast.data import digits;
+  digits.ensure_built('bc_digits')"``).
+  """
+  builders = bundled_builders()
+  if name not in builders:
+    raise ValueError(
+      f"Unknown bundled dataset {name!r}; expected one of {sorted(builders)} "
+      "or a path to a TFDS dataset directory."
+    )
+  data_dir = os.fspath(data_dir or default_data_dir())
+  key = (name, os.path.abspath(data_dir))
+  if key in _BUILT:
+    return _BUILT[key]
+  builder = builders[name](data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    os.makedirs(data_dir, exist_ok=True)
+    with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
+      builder = builders[name](data_dir=data_dir, file_format="array_record")
+      if not builder.is_prepared():
+        builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False,
+          )
         )
-    data_dir = os.fspath(data_dir or default_data_dir())
-    key = (name, os.path.abspath(data_dir))
-    if key in _BUILT:
-        return _BUILT[key]
-    builder = builders[name](data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        os.makedirs(data_dir, exist_ok=True)
-        with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
-            builder = builders[name](data_dir=data_dir, file_format="array_record")
-            if not builder.is_prepared():
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(
-                        try_download_gcs=False,
-                    )
-                )
-                builder = builders[name](data_dir=data_dir, file_format="array_record")
-    _BUILT[key] = builder
-    return builder
+        builder = builders[name](data_dir=data_dir, file_format="array_record")
+  _BUILT[key] = builder
+  return builder

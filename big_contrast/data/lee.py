@@ -46,90 +46,96 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'A-Z0-9])")
 
 
 def _datapath(name: str) -> str:
-    try:
-        from gensim.test.utils import datapath  # noqa: PLC0415
-    except ImportError as e:
-        raise ImportError("the bundled Lee corpus (data.name='bc_lee') ships with gensim: "
-                          "pip install 'big_contrast[text]' (or gensim)") from e
-    return datapath(name)
+  try:
+    from gensim.test.utils import datapath  # noqa: PLC0415
+  except ImportError as e:
+    raise ImportError(
+      "the bundled Lee corpus (data.name='bc_lee') ships with gensim: "
+      "pip install 'big_contrast[text]' (or gensim)"
+    ) from e
+  return datapath(name)
 
 
 def documents(split: str) -> list[str]:
-    """The documents of a split: ``train`` (300 background) or ``test`` (50 rated)."""
-    if split not in _FILES:
-        raise ValueError(f"bc_lee has splits {sorted(_FILES)}, not {split!r}")
-    with open(_datapath(_FILES[split]), encoding="latin-1") as f:
-        docs = [line.strip() for line in f if line.strip()]
-    return docs
+  """The documents of a split: ``train`` (300 background) or ``test`` (50 rated)."""
+  if split not in _FILES:
+    raise ValueError(f"bc_lee has splits {sorted(_FILES)}, not {split!r}")
+  with open(_datapath(_FILES[split]), encoding="latin-1") as f:
+    docs = [line.strip() for line in f if line.strip()]
+  return docs
 
 
 def sentences(document: str) -> list[str]:
-    """A document split into sentences (fragments shorter than 10 characters dropped)."""
-    parts = [p.strip() for p in _SENTENCE_END.split(document)]
-    kept = [p for p in parts if len(p) >= _MIN_SENTENCE_CHARS]
-    return kept or [document.strip()]
+  """A document split into sentences (fragments shorter than 10 characters dropped)."""
+  parts = [p.strip() for p in _SENTENCE_END.split(document)]
+  kept = [p for p in parts if len(p) >= _MIN_SENTENCE_CHARS]
+  return kept or [document.strip()]
 
 
 def human_similarity() -> np.ndarray:
-    """The 50×50 mean human similarity ratings in [0, 1], symmetrised (diagonal 1)."""
-    upper = np.loadtxt(_datapath(HUMAN_SIMILARITY_FILE))
-    return np.triu(upper) + np.triu(upper, 1).T
+  """The 50×50 mean human similarity ratings in [0, 1], symmetrised (diagonal 1)."""
+  upper = np.loadtxt(_datapath(HUMAN_SIMILARITY_FILE))
+  return np.triu(upper) + np.triu(upper, 1).T
 
 
 def train_sentences() -> list[str]:
-    """The sentences of the 300 background documents (the ``train`` split's texts)."""
-    return [s for d in documents("train") for s in sentences(d)]
+  """The sentences of the 300 background documents (the ``train`` split's texts)."""
+  return [s for d in documents("train") for s in sentences(d)]
 
 
 def sentencepiece_model(vocab_size: int = 4000, data_dir: str | None = None) -> str:
-    """Path of a SentencePiece model trained on the ``train`` split's sentences only.
+  """Path of a SentencePiece model trained on the ``train`` split's sentences only.
 
-    Built on first use (about a second) into ``<data_dir>/bc_lee_tokenizer/`` (default
-    ``$BIG_CONTRAST_DATA_DIR`` or ``~/.cache/big_contrast/tensorflow_datasets``), then
-    reused; written under a temporary name and renamed, so concurrent callers agree.
-    Ids follow big_contrast's convention (0 pad, 1 unk, 2 eos).
-    """
-    from big_contrast.data import tokenizer as tokenizer_lib  # noqa: PLC0415
+  Built on first use (about a second) into ``<data_dir>/bc_lee_tokenizer/`` (default
+  ``$BIG_CONTRAST_DATA_DIR`` or ``~/.cache/big_contrast/tensorflow_datasets``), then
+  reused; written under a temporary name and renamed, so concurrent callers agree.
+  Ids follow big_contrast's convention (0 pad, 1 unk, 2 eos).
+  """
+  from big_contrast.data import tokenizer as tokenizer_lib  # noqa: PLC0415
 
-    folder = os.path.join(data_dir or digits.default_data_dir(), "bc_lee_tokenizer")
-    path = os.path.join(folder, f"train_unigram_{vocab_size}.model")
-    if os.path.isfile(path):
-        return path
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        built = tokenizer_lib.train_sentencepiece(
-            train_sentences(), os.path.join(tmp, "sp"), vocab_size=vocab_size,
-            model_type="unigram")
-        os.replace(built, path)
+  folder = os.path.join(data_dir or digits.default_data_dir(), "bc_lee_tokenizer")
+  path = os.path.join(folder, f"train_unigram_{vocab_size}.model")
+  if os.path.isfile(path):
     return path
+  os.makedirs(folder, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    built = tokenizer_lib.train_sentencepiece(
+      train_sentences(), os.path.join(tmp, "sp"), vocab_size=vocab_size, model_type="unigram"
+    )
+    os.replace(built, path)
+  return path
 
 
-class BcLee(digits._BundledBuilder):  # noqa: SLF001 — shares the offline builder base
-    """Sentences of gensim's Lee corpus, with the index of their document."""
+class BcLee(digits._BundledBuilder):
+  """Sentences of gensim's Lee corpus, with the index of their document."""
 
-    name = "bc_lee"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+  name = "bc_lee"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=("Lee et al. (2005) news corpus from gensim's test data, one "
-                         "record per sentence. train: 300 background documents, "
-                         "test: the 50 documents with human similarity ratings."),
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                "doc": np.int64,
-                "index": np.int64,
-            }),
-            disable_shuffling=True,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+      description=(
+        "Lee et al. (2005) news corpus from gensim's test data, one "
+        "record per sentence. train: 300 background documents, "
+        "test: the 50 documents with human similarity ratings."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "text": tfds.features.Text(),
+          "doc": np.int64,
+          "index": np.int64,
+        }
+      ),
+      disable_shuffling=True,
+    )
 
-    def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-        i = 0
-        for d, document in enumerate(documents(split)):
-            for sentence in sentences(document):
-                yield i, {"text": sentence, "doc": d, "index": i}
-                i += 1
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    i = 0
+    for d, document in enumerate(documents(split)):
+      for sentence in sentences(document):
+        yield i, {"text": sentence, "doc": d, "index": i}
+        i += 1
 
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {BcLee.name: BcLee}

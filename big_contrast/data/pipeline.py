@@ -57,33 +57,39 @@ import numpy as np
 
 from big_contrast.data.allocator import tune_malloc, tune_malloc_in_worker
 from big_contrast.data.examples import KINDS, EvalOrBlank, ExampleTransform
-from big_contrast.data.sources import (
-    PositionedSource, Rebatch, load_source, open_split)
+from big_contrast.data.sources import PositionedSource, Rebatch, load_source, open_split
 from big_contrast.data.sources import class_names as _class_names
 from big_contrast.data.tokenizer import Tokenizer
 
-__all__ = ["DATA_DEFAULTS", "KINDS", "EvalBatches", "eval_batches", "load_source",
-           "train_dataset", "train_iterator"]
+__all__ = [
+  "DATA_DEFAULTS",
+  "KINDS",
+  "EvalBatches",
+  "eval_batches",
+  "load_source",
+  "train_dataset",
+  "train_iterator",
+]
 
 # data_cfg keys read here, with defaults (a dict or ml_collections ConfigDict).
 DATA_DEFAULTS: dict[str, Any] = {
-    "name": "bc_digits",       # a bundled dataset, a TFDS name, or a dataset dir
-    "data_dir": None,          # None -> digits.default_data_dir()
-    "train_split": "train",
-    "eval_split": "test",
-    "image_size": 32,
-    "num_views": 2,
-    "augment": {},             # see big_contrast.data.augment.DEFAULTS
-    "worker_count": 0,         # grain worker processes (0: in this process)
-    "worker_buffer_size": 2,   # batches buffered per worker
-    "read_threads": None,      # threads decoding/augmenting per process; None: auto
-    "read_buffer_size": 128,   # examples prefetched by those threads
-    "read_chunk": 64,          # examples one thread reads as one grain element
-    "tune_malloc": True,       # glibc: reuse freed memory in this process (allocator.py)
-    "image_key": "image",
-    "caption_key": "caption",
-    "label_key": "label",      # int class label; "labels" (multi-hot) is also passed on
-    "text_key": "text",        # kind='text': the feature to tokenize
+  "name": "bc_digits",  # a bundled dataset, a TFDS name, or a dataset dir
+  "data_dir": None,  # None -> digits.default_data_dir()
+  "train_split": "train",
+  "eval_split": "test",
+  "image_size": 32,
+  "num_views": 2,
+  "augment": {},  # see big_contrast.data.augment.DEFAULTS
+  "worker_count": 0,  # grain worker processes (0: in this process)
+  "worker_buffer_size": 2,  # batches buffered per worker
+  "read_threads": None,  # threads decoding/augmenting per process; None: auto
+  "read_buffer_size": 128,  # examples prefetched by those threads
+  "read_chunk": 64,  # examples one thread reads as one grain element
+  "tune_malloc": True,  # glibc: reuse freed memory in this process (allocator.py)
+  "image_key": "image",
+  "caption_key": "caption",
+  "label_key": "label",  # int class label; "labels" (multi-hot) is also passed on
+  "text_key": "text",  # kind='text': the feature to tokenize
 }
 
 
@@ -92,296 +98,340 @@ _ENDLESS = 2**62
 
 
 def _get(cfg: Any, key: str) -> Any:
-    value = cfg.get(key, DATA_DEFAULTS[key]) if cfg is not None else DATA_DEFAULTS[key]
-    return DATA_DEFAULTS[key] if value is None and key != "data_dir" else value
+  value = cfg.get(key, DATA_DEFAULTS[key]) if cfg is not None else DATA_DEFAULTS[key]
+  return DATA_DEFAULTS[key] if value is None and key != "data_dir" else value
 
 
 def _example_transform(data_cfg, features, kind, tokenizer, text_max_len) -> ExampleTransform:
-    return ExampleTransform(
-        kind=kind, features=features, image_size=_get(data_cfg, "image_size"),
-        num_views=_get(data_cfg, "num_views"), augment=_get(data_cfg, "augment"),
-        tokenizer=tokenizer, text_max_len=text_max_len,
-        image_key=_get(data_cfg, "image_key"), caption_key=_get(data_cfg, "caption_key"),
-        label_key=_get(data_cfg, "label_key"), text_key=_get(data_cfg, "text_key"))
+  return ExampleTransform(
+    kind=kind,
+    features=features,
+    image_size=_get(data_cfg, "image_size"),
+    num_views=_get(data_cfg, "num_views"),
+    augment=_get(data_cfg, "augment"),
+    tokenizer=tokenizer,
+    text_max_len=text_max_len,
+    image_key=_get(data_cfg, "image_key"),
+    caption_key=_get(data_cfg, "caption_key"),
+    label_key=_get(data_cfg, "label_key"),
+    text_key=_get(data_cfg, "text_key"),
+  )
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-    if process_index is None or process_count is None:
-        import jax  # Only to ask which host we are on.
+  if process_index is None or process_count is None:
+    import jax  # Only to ask which host we are on.
 
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
-    return process_index, process_count
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+  return process_index, process_count
 
 
 def _seeds(seed: int) -> tuple[int, int]:
-    """Independent 32-bit seeds for the shuffle and the augmentation RNG."""
-    shuffle_seed, augment_seed = np.random.SeedSequence(int(seed)).generate_state(2)
-    return int(shuffle_seed), int(augment_seed)
+  """Independent 32-bit seeds for the shuffle and the augmentation RNG."""
+  shuffle_seed, augment_seed = np.random.SeedSequence(int(seed)).generate_state(2)
+  return int(shuffle_seed), int(augment_seed)
 
 
 def _read_threads(data_cfg) -> int:
-    """``data.read_threads``, or by default this host's cores shared among the processes.
+  """``data.read_threads``, or by default this host's cores shared among the processes.
 
-    Decoding and resizing release the GIL, the Python around them does not,
-    so threads beyond the cores only contend (``tools/bench_data.py``). Each
-    worker process gets ``cores // worker_count`` threads, at least 1 and at
-    most 16.
-    """
-    threads = _get(data_cfg, "read_threads")
-    if threads is not None:
-        return int(threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(16, (cores or 1) // max(1, int(_get(data_cfg, "worker_count")))))
+  Decoding and resizing release the GIL, the Python around them does not,
+  so threads beyond the cores only contend (``tools/bench_data.py``). Each
+  worker process gets ``cores // worker_count`` threads, at least 1 and at
+  most 16.
+  """
+  threads = _get(data_cfg, "read_threads")
+  if threads is not None:
+    return int(threads)
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return max(1, min(16, (cores or 1) // max(1, int(_get(data_cfg, "worker_count")))))
 
 
 def _read_options(data_cfg, rows: int) -> grain.ReadOptions:
-    """Read threads, and a prefetch buffer of ``read_buffer_size`` examples in elements of ``rows``."""
-    threads = _read_threads(data_cfg)
-    buffer = max(threads, -(-int(_get(data_cfg, "read_buffer_size")) // rows))
-    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
+  """Read threads, and a prefetch buffer of ``read_buffer_size`` examples in elements of ``rows``."""
+  threads = _read_threads(data_cfg)
+  buffer = max(threads, -(-int(_get(data_cfg, "read_buffer_size")) // rows))
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
 
 
 def _chunk_rows(host_batch_size: int, data_cfg) -> int:
-    """The largest divisor of the host batch that is at most ``data.read_chunk``.
+  """The largest divisor of the host batch that is at most ``data.read_chunk``.
 
-    A divisor, so that batches are whole chunks and pass through ``Rebatch``
-    without a copy; small enough to keep every read thread busy and the
-    prefetched bytes bounded (a 224 px two-view example is 301 KB).
-    """
-    limit = max(1, int(_get(data_cfg, "read_chunk")))
-    return max(d for d in range(1, min(limit, host_batch_size) + 1) if host_batch_size % d == 0)
+  A divisor, so that batches are whole chunks and pass through ``Rebatch``
+  without a copy; small enough to keep every read thread busy and the
+  prefetched bytes bounded (a 224 px two-view example is 301 KB).
+  """
+  limit = max(1, int(_get(data_cfg, "read_chunk")))
+  return max(d for d in range(1, min(limit, host_batch_size) + 1) if host_batch_size % d == 0)
 
 
 def _philox_state(key: tuple[int, int]) -> dict[str, Any]:
-    return {"bit_generator": "Philox",
-            "state": {"counter": np.zeros(4, np.uint64), "key": np.array(key, np.uint64)},
-            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+  return {
+    "bit_generator": "Philox",
+    "state": {"counter": np.zeros(4, np.uint64), "key": np.array(key, np.uint64)},
+    "buffer": np.zeros(4, np.uint64),
+    "buffer_pos": 4,
+    "has_uint32": 0,
+    "uinteger": 0,
+  }
 
 
 class _ReadChunk:
-    """Chunk number -> that chunk's examples, read, decoded and augmented.
+  """Chunk number -> that chunk's examples, read, decoded and augmented.
 
-    Chunk c of host h (of P) holds its stream elements ``c * rows + j``,
-    i.e. global stream positions ``p = (c * rows + j) * P + h``. Records that
-    do not read or decode are dropped and counted (see ``Rebatch``).
-    """
+  Chunk c of host h (of P) holds its stream elements ``c * rows + j``,
+  i.e. global stream positions ``p = (c * rows + j) * P + h``. Records that
+  do not read or decode are dropped and counted (see ``Rebatch``).
+  """
 
-    def __init__(self, source: PositionedSource, example: ExampleTransform, *, rows: int,
-                 process_index: int, process_count: int, shuffle_seed: int, augment_seed: int):
-        self._source = source
-        self._example = example
-        self._rows = rows
-        self._process_index = process_index
-        self._process_count = process_count
-        self._shuffle_seed = shuffle_seed
-        self._augment_seed = augment_seed
+  def __init__(
+    self,
+    source: PositionedSource,
+    example: ExampleTransform,
+    *,
+    rows: int,
+    process_index: int,
+    process_count: int,
+    shuffle_seed: int,
+    augment_seed: int,
+  ):
+    self._source = source
+    self._example = example
+    self._rows = rows
+    self._process_index = process_index
+    self._process_count = process_count
+    self._shuffle_seed = shuffle_seed
+    self._augment_seed = augment_seed
 
-    def record_index(self, position: int) -> int:
-        """The split index the stream reads at global ``position``."""
-        epoch, i = divmod(position, len(self._source))
-        return int(grain.experimental.index_shuffle(
-            i, max_index=len(self._source) - 1,
-            seed=(self._shuffle_seed + epoch) % 2**32, rounds=4))
+  def record_index(self, position: int) -> int:
+    """The split index the stream reads at global ``position``."""
+    epoch, i = divmod(position, len(self._source))
+    return int(
+      grain.experimental.index_shuffle(
+        i, max_index=len(self._source) - 1, seed=(self._shuffle_seed + epoch) % 2**32, rounds=4
+      )
+    )
 
-    def __call__(self, chunk: int) -> dict[str, Any]:
-        # One generator per call (calls run on several threads); its state is
-        # reset per example: a Philox stream keyed by (seed, position).
-        bit_generator = np.random.Philox(key=self._augment_seed)
-        rng = np.random.Generator(bit_generator)
-        # Pixels are written straight into one chunk buffer, row by good row:
-        # no per-view or per-example arrays to allocate, fault in and stack.
-        # Not into shared memory in workers, though that would save grain's
-        # copy: freeing this malloc'd buffer raises glibc's dynamic mmap
-        # threshold, so the per-example temporaries (decoded images, float
-        # views) are reused from the heap instead of mapped and faulted in
-        # fresh. Written into shared memory, 2 workers ran the full SimCLR set
-        # 25% slower (935 page faults per example instead of 74).
-        shape, key = self._example.pixel_shape, self._example.pixel_key
-        pixels = None if shape is None else np.empty((self._rows,) + shape, np.uint8)
-        good, bad = [], 0
-        first = chunk * self._rows
-        for element in range(first, first + self._rows):
-            position = element * self._process_count + self._process_index
-            record = self._source[self.record_index(position)]
-            bit_generator.state = _philox_state((self._augment_seed, position))
-            slot = None if pixels is None else pixels[len(good)]
-            out = None if record is None else self._example.train(record, rng, out=slot)
-            if out is None:
-                bad += 1
-                continue
-            out["skipped"] = np.int32(bad)
-            bad = 0
-            good.append(out)
-        if not good:
-            return {"rows": None, "tail_skipped": bad}
-        rows = {k: pixels[:len(good)] if k == key else np.stack([o[k] for o in good])
-                for k in good[0]}
-        return {"rows": rows, "tail_skipped": bad}
+  def __call__(self, chunk: int) -> dict[str, Any]:
+    # One generator per call (calls run on several threads); its state is
+    # reset per example: a Philox stream keyed by (seed, position).
+    bit_generator = np.random.Philox(key=self._augment_seed)
+    rng = np.random.Generator(bit_generator)
+    # Pixels are written straight into one chunk buffer, row by good row:
+    # no per-view or per-example arrays to allocate, fault in and stack.
+    # Not into shared memory in workers, though that would save grain's
+    # copy: freeing this malloc'd buffer raises glibc's dynamic mmap
+    # threshold, so the per-example temporaries (decoded images, float
+    # views) are reused from the heap instead of mapped and faulted in
+    # fresh. Written into shared memory, 2 workers ran the full SimCLR set
+    # 25% slower (935 page faults per example instead of 74).
+    shape, key = self._example.pixel_shape, self._example.pixel_key
+    pixels = None if shape is None else np.empty((self._rows,) + shape, np.uint8)
+    good, bad = [], 0
+    first = chunk * self._rows
+    for element in range(first, first + self._rows):
+      position = element * self._process_count + self._process_index
+      record = self._source[self.record_index(position)]
+      bit_generator.state = _philox_state((self._augment_seed, position))
+      slot = None if pixels is None else pixels[len(good)]
+      out = None if record is None else self._example.train(record, rng, out=slot)
+      if out is None:
+        bad += 1
+        continue
+      out["skipped"] = np.int32(bad)
+      bad = 0
+      good.append(out)
+    if not good:
+      return {"rows": None, "tail_skipped": bad}
+    rows = {k: pixels[: len(good)] if k == key else np.stack([o[k] for o in good]) for k in good[0]}
+    return {"rows": rows, "tail_skipped": bad}
 
 
 def train_dataset(
-    data_cfg: Mapping[str, Any] | Any,
-    *,
-    kind: str,
-    global_batch_size: int,
-    seed: int,
-    tokenizer: Tokenizer | None = None,
-    text_max_len: int = 32,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  data_cfg: Mapping[str, Any] | Any,
+  *,
+  kind: str,
+  global_batch_size: int,
+  seed: int,
+  tokenizer: Tokenizer | None = None,
+  text_max_len: int = 32,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.IterDataset:
-    """This host's endless stream of training batches, as a ``grain.IterDataset``.
+  """This host's endless stream of training batches, as a ``grain.IterDataset``.
 
-    ``train_iterator`` is ``iter()`` of this; the dataset form is handy for
-    grain tools (``LimitIterDataset``, ``assert_equal_output_after_checkpoint``).
+  ``train_iterator`` is ``iter()`` of this; the dataset form is handy for
+  grain tools (``LimitIterDataset``, ``assert_equal_output_after_checkpoint``).
 
-    Args:
-      data_cfg: dict or ConfigDict with the keys of ``DATA_DEFAULTS``.
-      kind: ``"image_text"`` (CLIP-style), ``"multiview"`` (SimCLR-style),
-        ``"image"`` (one CLIP-style view + labels, e.g. supervised probes) or
-        ``"text"`` (sentences only, SimCSE-style).
-      global_batch_size: examples per step over all hosts; each host yields
-        ``global_batch_size // process_count``.
-      seed: shuffling and augmentation seed.
-      tokenizer, text_max_len: captions/texts -> ``text`` ids (``image_text``, ``text``).
-      process_index, process_count: this host's slice; default from JAX.
+  Args:
+    data_cfg: dict or ConfigDict with the keys of ``DATA_DEFAULTS``.
+    kind: ``"image_text"`` (CLIP-style), ``"multiview"`` (SimCLR-style),
+      ``"image"`` (one CLIP-style view + labels, e.g. supervised probes) or
+      ``"text"`` (sentences only, SimCSE-style).
+    global_batch_size: examples per step over all hosts; each host yields
+      ``global_batch_size // process_count``.
+    seed: shuffling and augmentation seed.
+    tokenizer, text_max_len: captions/texts -> ``text`` ids (``image_text``, ``text``).
+    process_index, process_count: this host's slice; default from JAX.
 
-    Returns:
-      A ``grain.IterDataset`` of batch dicts as in the module docstring.
-    """
-    process_index, process_count = _process(process_index, process_count)
-    if global_batch_size % process_count:
-        raise ValueError(
-            f"batch_size (global_batch_size={global_batch_size}) must be divisible "
-            f"by the number of processes ({process_count})."
-        )
-    host_batch_size = global_batch_size // process_count
-    source, features = open_split(_get(data_cfg, "name"), _get(data_cfg, "train_split"),
-                                  _get(data_cfg, "data_dir"))
-    if len(source) == 0:
-        raise ValueError(f"data.train_split={_get(data_cfg, 'train_split')!r} of "
-                         f"data.name={_get(data_cfg, 'name')!r} has no records.")
-    example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
-    shuffle_seed, augment_seed = _seeds(seed)
-    rows = _chunk_rows(host_batch_size, data_cfg)
-    read = _ReadChunk(PositionedSource(source), example, rows=rows,
-                      process_index=process_index, process_count=process_count,
-                      shuffle_seed=shuffle_seed, augment_seed=augment_seed)
-    chunks = grain.MapDataset.range(_ENDLESS).map(read)
-    it = Rebatch(chunks.to_iter_dataset(_read_options(data_cfg, rows)), host_batch_size)
-    workers = int(_get(data_cfg, "worker_count"))
-    if workers > 0:
-        _mark_absl_flags_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers,
-            per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))),
-            worker_init_fn=tune_malloc_in_worker)
-    elif _get(data_cfg, "tune_malloc"):
-        tune_malloc()
-    return it
+  Returns:
+    A ``grain.IterDataset`` of batch dicts as in the module docstring.
+  """
+  process_index, process_count = _process(process_index, process_count)
+  if global_batch_size % process_count:
+    raise ValueError(
+      f"batch_size (global_batch_size={global_batch_size}) must be divisible "
+      f"by the number of processes ({process_count})."
+    )
+  host_batch_size = global_batch_size // process_count
+  source, features = open_split(
+    _get(data_cfg, "name"), _get(data_cfg, "train_split"), _get(data_cfg, "data_dir")
+  )
+  if len(source) == 0:
+    raise ValueError(
+      f"data.train_split={_get(data_cfg, 'train_split')!r} of "
+      f"data.name={_get(data_cfg, 'name')!r} has no records."
+    )
+  example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
+  shuffle_seed, augment_seed = _seeds(seed)
+  rows = _chunk_rows(host_batch_size, data_cfg)
+  read = _ReadChunk(
+    PositionedSource(source),
+    example,
+    rows=rows,
+    process_index=process_index,
+    process_count=process_count,
+    shuffle_seed=shuffle_seed,
+    augment_seed=augment_seed,
+  )
+  chunks = grain.MapDataset.range(_ENDLESS).map(read)
+  it = Rebatch(chunks.to_iter_dataset(_read_options(data_cfg, rows)), host_batch_size)
+  workers = int(_get(data_cfg, "worker_count"))
+  if workers > 0:
+    _mark_absl_flags_parsed()
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))
+      ),
+      worker_init_fn=tune_malloc_in_worker,
+    )
+  elif _get(data_cfg, "tune_malloc"):
+    tune_malloc()
+  return it
 
 
 def train_iterator(
-    data_cfg: Mapping[str, Any] | Any,
-    *,
-    kind: str,
-    global_batch_size: int,
-    seed: int,
-    tokenizer: Tokenizer | None = None,
-    text_max_len: int = 32,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  data_cfg: Mapping[str, Any] | Any,
+  *,
+  kind: str,
+  global_batch_size: int,
+  seed: int,
+  tokenizer: Tokenizer | None = None,
+  text_max_len: int = 32,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.DatasetIterator:
-    """An endless, checkpointable iterator of this host's training batches.
+  """An endless, checkpointable iterator of this host's training batches.
 
-    Same arguments as ``train_dataset``. Save ``it.get_state()`` with the
-    checkpoint (or hand ``it`` to Orbax's grain handler) and ``set_state`` on
-    a fresh iterator built with the same arguments to resume on the exact
-    next batch.
-    """
-    return iter(train_dataset(
-        data_cfg, kind=kind, global_batch_size=global_batch_size, seed=seed,
-        tokenizer=tokenizer, text_max_len=text_max_len,
-        process_index=process_index, process_count=process_count))
+  Same arguments as ``train_dataset``. Save ``it.get_state()`` with the
+  checkpoint (or hand ``it`` to Orbax's grain handler) and ``set_state`` on
+  a fresh iterator built with the same arguments to resume on the exact
+  next batch.
+  """
+  return iter(
+    train_dataset(
+      data_cfg,
+      kind=kind,
+      global_batch_size=global_batch_size,
+      seed=seed,
+      tokenizer=tokenizer,
+      text_max_len=text_max_len,
+      process_index=process_index,
+      process_count=process_count,
+    )
+  )
 
 
 def class_names(data_cfg: Mapping[str, Any] | Any) -> list[str]:
-    """Class names of ``data_cfg``'s dataset (its ``label_key`` ClassLabel feature)."""
-    return _class_names(_get(data_cfg, "name"), _get(data_cfg, "data_dir"),
-                        _get(data_cfg, "label_key"))
+  """Class names of ``data_cfg``'s dataset (its ``label_key`` ClassLabel feature)."""
+  return _class_names(
+    _get(data_cfg, "name"), _get(data_cfg, "data_dir"), _get(data_cfg, "label_key")
+  )
 
 
 def _mark_absl_flags_parsed() -> None:
-    # grain's worker processes read absl flags; outside absl.app.run they are
-    # unparsed, which grain treats as an error.
-    from absl import flags
+  # grain's worker processes read absl flags; outside absl.app.run they are
+  # unparsed, which grain treats as an error.
+  from absl import flags
 
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 class EvalBatches:
-    """One pass over a split, split across hosts; ``len()`` = batches per host.
+  """One pass over a split, split across hosts; ``len()`` = batches per host.
 
-    Every host yields the same number of batches (hosts run the same jitted
-    step), so hosts with fewer examples get extra all-padding batches.
-    """
+  Every host yields the same number of batches (hosts run the same jitted
+  step), so hosts with fewer examples get extra all-padding batches.
+  """
 
-    def __init__(self, ds: grain.MapDataset, batch_size: int, num_batches: int):
-        self._ds = ds
-        self._batch_size = batch_size
-        self._num_batches = num_batches
+  def __init__(self, ds: grain.MapDataset, batch_size: int, num_batches: int):
+    self._ds = ds
+    self._batch_size = batch_size
+    self._num_batches = num_batches
 
-    def __len__(self) -> int:
-        return self._num_batches
+  def __len__(self) -> int:
+    return self._num_batches
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        template = None
-        emitted = 0
-        for batch in self._ds:
-            template = batch
-            emitted += 1
-            yield batch
-        for _ in range(self._num_batches - emitted):
-            if template is None:
-                template = self._ds[0] if len(self._ds) else None
-            if template is None:
-                raise ValueError("Cannot pad an eval split with no readable records.")
-            yield {k: np.zeros_like(v) for k, v in template.items()}
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    template = None
+    emitted = 0
+    for batch in self._ds:
+      template = batch
+      emitted += 1
+      yield batch
+    for _ in range(self._num_batches - emitted):
+      if template is None:
+        template = self._ds[0] if len(self._ds) else None
+      if template is None:
+        raise ValueError("Cannot pad an eval split with no readable records.")
+      yield {k: np.zeros_like(v) for k, v in template.items()}
 
 
 def eval_batches(
-    data_cfg: Mapping[str, Any] | Any,
-    split: str | None = None,
-    *,
-    kind: str,
-    batch_size: int,
-    tokenizer: Tokenizer | None = None,
-    text_max_len: int = 32,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  data_cfg: Mapping[str, Any] | Any,
+  split: str | None = None,
+  *,
+  kind: str,
+  batch_size: int,
+  tokenizer: Tokenizer | None = None,
+  text_max_len: int = 32,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> EvalBatches:
-    """Host batches covering ``split`` (default ``data.eval_split``) exactly once.
+  """Host batches covering ``split`` (default ``data.eval_split``) exactly once.
 
-    Records ``[process_index::process_count]`` in split order, eval transform
-    (resize + centre crop, no randomness; multiview repeats the one view V
-    times). The last batch is padded to ``batch_size``; ``mask`` is False on
-    padding and on records that failed to decode (also counted in
-    ``skipped``); ``index`` is the record's position in the split.
-    """
-    process_index, process_count = _process(process_index, process_count)
-    split = split or _get(data_cfg, "eval_split")
-    source, features = open_split(_get(data_cfg, "name"), split, _get(data_cfg, "data_dir"))
-    example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
-    positioned = PositionedSource(source, keep_unreadable=True)
-    ds = grain.MapDataset.source(positioned)[process_index::process_count]
-    ds = ds.map(EvalOrBlank(example, positioned))
-    per_host = -(-len(source) // process_count)
-    num_batches = -(-per_host // batch_size)
-    batched = ds.batch(batch_size, drop_remainder=False,
-                       batch_fn=lambda values: grain.experimental.batch_and_pad(
-                           values, batch_size=batch_size))
-    return EvalBatches(batched, batch_size, num_batches)
+  Records ``[process_index::process_count]`` in split order, eval transform
+  (resize + centre crop, no randomness; multiview repeats the one view V
+  times). The last batch is padded to ``batch_size``; ``mask`` is False on
+  padding and on records that failed to decode (also counted in
+  ``skipped``); ``index`` is the record's position in the split.
+  """
+  process_index, process_count = _process(process_index, process_count)
+  split = split or _get(data_cfg, "eval_split")
+  source, features = open_split(_get(data_cfg, "name"), split, _get(data_cfg, "data_dir"))
+  example = _example_transform(data_cfg, features, kind, tokenizer, text_max_len)
+  positioned = PositionedSource(source, keep_unreadable=True)
+  ds = grain.MapDataset.source(positioned)[process_index::process_count]
+  ds = ds.map(EvalOrBlank(example, positioned))
+  per_host = -(-len(source) // process_count)
+  num_batches = -(-per_host // batch_size)
+  batched = ds.batch(
+    batch_size,
+    drop_remainder=False,
+    batch_fn=lambda values: grain.experimental.batch_and_pad(values, batch_size=batch_size),
+  )
+  return EvalBatches(batched, batch_size, num_batches)

@@ -25,174 +25,178 @@ from big_contrast.data import digits
 
 
 def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    if name_or_dir in digits.bundled_builders():
-        return digits.ensure_built(name_or_dir, data_dir)
-    if os.path.isdir(name_or_dir):
-        return tfds.builder_from_directory(name_or_dir)
-    try:
-        return tfds.builder(name_or_dir, data_dir=data_dir or digits.default_data_dir())
-    except Exception as e:  # tfds raises several types for unknown names.
-        raise ValueError(
-            f"data.name={name_or_dir!r} is neither a bundled dataset "
-            f"{sorted(digits.bundled_builders())}, an existing TFDS dataset directory "
-            "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
-            f"in data_dir={data_dir!r}."
-        ) from e
+  if name_or_dir in digits.bundled_builders():
+    return digits.ensure_built(name_or_dir, data_dir)
+  if os.path.isdir(name_or_dir):
+    return tfds.builder_from_directory(name_or_dir)
+  try:
+    return tfds.builder(name_or_dir, data_dir=data_dir or digits.default_data_dir())
+  except Exception as e:  # tfds raises several types for unknown names.
+    raise ValueError(
+      f"data.name={name_or_dir!r} is neither a bundled dataset "
+      f"{sorted(digits.bundled_builders())}, an existing TFDS dataset directory "
+      "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
+      f"in data_dir={data_dir!r}."
+    ) from e
 
 
 def load_source(name_or_dir: str, split: str, data_dir: str | None = None):
-    """A random-access source over one split of a TFDS ArrayRecord dataset.
+  """A random-access source over one split of a TFDS ArrayRecord dataset.
 
-    Image features are left encoded (``tfds.decode.SkipDecoding``): they are
-    decoded with PIL inside the grain pipeline, where a bad one is skippable.
-    ``name_or_dir`` is a bundled dataset (built on first use), a TFDS dataset
-    directory (e.g. a converter's output) or a TFDS name prepared in ``data_dir``.
-    """
-    return open_split(name_or_dir, split, data_dir)[0]
+  Image features are left encoded (``tfds.decode.SkipDecoding``): they are
+  decoded with PIL inside the grain pipeline, where a bad one is skippable.
+  ``name_or_dir`` is a bundled dataset (built on first use), a TFDS dataset
+  directory (e.g. a converter's output) or a TFDS name prepared in ``data_dir``.
+  """
+  return open_split(name_or_dir, split, data_dir)[0]
 
 
 def open_split(name_or_dir: str, split: str, data_dir: str | None):
-    """(source, features) of one split; see ``load_source``."""
-    builder = _builder(name_or_dir, data_dir)
-    decoders = {
-        key: tfds.decode.SkipDecoding()
-        for key, feature in builder.info.features.items()
-        if isinstance(feature, tfds.features.Image)
-    }
-    return builder.as_data_source(split, decoders=decoders), builder.info.features
+  """(source, features) of one split; see ``load_source``."""
+  builder = _builder(name_or_dir, data_dir)
+  decoders = {
+    key: tfds.decode.SkipDecoding()
+    for key, feature in builder.info.features.items()
+    if isinstance(feature, tfds.features.Image)
+  }
+  return builder.as_data_source(split, decoders=decoders), builder.info.features
 
 
-def class_names(name_or_dir: str, data_dir: str | None = None,
-                label_key: str = "label") -> list[str]:
-    """The names of a dataset's classes, from its ``ClassLabel`` feature.
+def class_names(
+  name_or_dir: str, data_dir: str | None = None, label_key: str = "label"
+) -> list[str]:
+  """The names of a dataset's classes, from its ``ClassLabel`` feature.
 
-    For zero-shot prompts; underscores become spaces ("golden_retriever" ->
-    "golden retriever").
-    """
-    features = _builder(name_or_dir, data_dir).info.features
-    feature = features[label_key] if label_key in features else None
-    if isinstance(feature, tfds.features.Sequence):
-        feature = feature.feature
-    if not isinstance(feature, tfds.features.ClassLabel):
-        raise ValueError(
-            f"data.name={name_or_dir!r} has no ClassLabel feature {label_key!r} to take "
-            f"class names from; its features are {sorted(features)}.")
-    return [n.replace("_", " ") for n in feature.names]
+  For zero-shot prompts; underscores become spaces ("golden_retriever" ->
+  "golden retriever").
+  """
+  features = _builder(name_or_dir, data_dir).info.features
+  feature = features[label_key] if label_key in features else None
+  if isinstance(feature, tfds.features.Sequence):
+    feature = feature.feature
+  if not isinstance(feature, tfds.features.ClassLabel):
+    raise ValueError(
+      f"data.name={name_or_dir!r} has no ClassLabel feature {label_key!r} to take "
+      f"class names from; its features are {sorted(features)}."
+    )
+  return [n.replace("_", " ") for n in feature.names]
 
 
 class PositionedSource:
-    """Adds ``position`` (index in the split) to each record.
+  """Adds ``position`` (index in the split) to each record.
 
-    A record that fails to deserialize becomes ``None`` (train: the chunk
-    reader drops and counts it, exactly like an image that fails to decode) or, with
-    ``keep_unreadable``, a record with only its position (eval: it becomes a
-    masked blank, so every host keeps the same example count).
-    """
+  A record that fails to deserialize becomes ``None`` (train: the chunk
+  reader drops and counts it, exactly like an image that fails to decode) or, with
+  ``keep_unreadable``, a record with only its position (eval: it becomes a
+  masked blank, so every host keeps the same example count).
+  """
 
-    def __init__(self, source, keep_unreadable: bool = False):
-        self._source = source
-        self._keep_unreadable = keep_unreadable
+  def __init__(self, source, keep_unreadable: bool = False):
+    self._source = source
+    self._keep_unreadable = keep_unreadable
 
-    def __len__(self) -> int:
-        return len(self._source)
+  def __len__(self) -> int:
+    return len(self._source)
 
-    def __getitem__(self, index: int):
-        try:
-            record = dict(self._source[index])
-        except Exception:  # noqa: BLE001 - any corrupt record is skipped.
-            if not self._keep_unreadable:
-                return None
-            record = {}
-        record["position"] = index
-        return record
+  def __getitem__(self, index: int):
+    try:
+      record = dict(self._source[index])
+    except Exception:  # noqa: BLE001 - any corrupt record is skipped.
+      if not self._keep_unreadable:
+        return None
+      record = {}
+    record["position"] = index
+    return record
 
 
 class Rebatch(grain.IterDataset):
-    """Chunks of examples -> batches of exactly ``batch_size``, bad records counted.
+  """Chunks of examples -> batches of exactly ``batch_size``, bad records counted.
 
-    Each parent element is a chunk ``{"rows": dict of [n, ...] arrays or None,
-    "tail_skipped": int}``: the chunk's good examples in stream order, each
-    with ``skipped`` = bad records just before it within the chunk, and the
-    bad records after its last good one. Chunks are cut and joined into
-    batches; bad records not yet attributed are added to the ``skipped`` of
-    the next example, so ``sum(batch["skipped"])`` over a run counts every bad
-    record read. A chunk of exactly one batch that starts a batch passes
-    through without a copy (only ``skipped`` is copied if bad records before
-    it are pending).
+  Each parent element is a chunk ``{"rows": dict of [n, ...] arrays or None,
+  "tail_skipped": int}``: the chunk's good examples in stream order, each
+  with ``skipped`` = bad records just before it within the chunk, and the
+  bad records after its last good one. Chunks are cut and joined into
+  batches; bad records not yet attributed are added to the ``skipped`` of
+  the next example, so ``sum(batch["skipped"])`` over a run counts every bad
+  record read. A chunk of exactly one batch that starts a batch passes
+  through without a copy (only ``skipped`` is copied if bad records before
+  it are pending).
 
-    State: the parent's state at the current chunk, the rows of it already
-    used and the pending count; restoring re-reads that chunk.
-    """
+  State: the parent's state at the current chunk, the rows of it already
+  used and the pending count; restoring re-reads that chunk.
+  """
 
-    def __init__(self, parent: grain.IterDataset, batch_size: int):
-        super().__init__(parent)
-        self._batch_size = batch_size
+  def __init__(self, parent: grain.IterDataset, batch_size: int):
+    super().__init__(parent)
+    self._batch_size = batch_size
 
-    def __iter__(self):
-        return _RebatchIterator(self._parent.__iter__(), self._batch_size)
+  def __iter__(self):
+    return _RebatchIterator(self._parent.__iter__(), self._batch_size)
 
 
 class _RebatchIterator(grain.DatasetIterator):
+  def __init__(self, parent: grain.DatasetIterator, batch_size: int):
+    super().__init__(parent)
+    self._batch_size = batch_size
+    self._chunk_state = parent.get_state()
+    self._rows: dict[str, np.ndarray] | None = None
+    self._tail = 0
+    self._offset = 0
+    self._pending = 0
 
-    def __init__(self, parent: grain.DatasetIterator, batch_size: int):
-        super().__init__(parent)
-        self._batch_size = batch_size
-        self._chunk_state = parent.get_state()
-        self._rows: dict[str, np.ndarray] | None = None
-        self._tail = 0
-        self._offset = 0
-        self._pending = 0
+  def _load(self) -> int:
+    """Reads the chunk at ``_chunk_state``; returns its number of rows."""
+    chunk = next(self._parent)
+    self._rows, self._tail = chunk["rows"], int(chunk["tail_skipped"])
+    return 0 if self._rows is None else len(self._rows["skipped"])
 
-    def _load(self) -> int:
-        """Reads the chunk at ``_chunk_state``; returns its number of rows."""
-        chunk = next(self._parent)
-        self._rows, self._tail = chunk["rows"], int(chunk["tail_skipped"])
-        return 0 if self._rows is None else len(self._rows["skipped"])
+  def _with_pending(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``rows``, with the bad records not yet attributed added to its first ``skipped``.
 
-    def _with_pending(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``rows``, with the bad records not yet attributed added to its first ``skipped``.
+    Only ``skipped`` is copied (the chunk's arrays stay untouched).
+    """
+    if not self._pending:
+      return rows
+    skipped = rows["skipped"].copy()
+    skipped[0] += self._pending
+    self._pending = 0
+    return dict(rows, skipped=skipped)
 
-        Only ``skipped`` is copied (the chunk's arrays stay untouched).
-        """
-        if not self._pending:
-            return rows
-        skipped = rows["skipped"].copy()
-        skipped[0] += self._pending
-        self._pending = 0
-        return dict(rows, skipped=skipped)
+  def _advance(self) -> None:
+    """The current chunk is used up: count its tail, point at the next one."""
+    self._pending += self._tail
+    self._rows, self._tail, self._offset = None, 0, 0
+    self._chunk_state = self._parent.get_state()
 
-    def _advance(self) -> None:
-        """The current chunk is used up: count its tail, point at the next one."""
-        self._pending += self._tail
-        self._rows, self._tail, self._offset = None, 0, 0
-        self._chunk_state = self._parent.get_state()
+  def __next__(self):
+    parts: list[dict[str, np.ndarray]] = []
+    need = self._batch_size
+    while need:
+      n = self._load() if self._rows is None else len(self._rows["skipped"])
+      if n == need == self._batch_size and self._offset == 0:
+        batch = self._with_pending(self._rows)
+        self._advance()
+        return batch
+      take = min(need, n - self._offset)
+      if take:
+        parts.append(
+          self._with_pending(
+            {k: v[self._offset : self._offset + take] for k, v in self._rows.items()}
+          )
+        )
+        self._offset += take
+        need -= take
+      if self._offset == n:
+        self._advance()
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def __next__(self):
-        parts: list[dict[str, np.ndarray]] = []
-        need = self._batch_size
-        while need:
-            n = self._load() if self._rows is None else len(self._rows["skipped"])
-            if n == need == self._batch_size and self._offset == 0:
-                batch = self._with_pending(self._rows)
-                self._advance()
-                return batch
-            take = min(need, n - self._offset)
-            if take:
-                parts.append(self._with_pending(
-                    {k: v[self._offset:self._offset + take] for k, v in self._rows.items()}))
-                self._offset += take
-                need -= take
-            if self._offset == n:
-                self._advance()
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  def get_state(self) -> dict[str, Any]:
+    return {"chunk": self._chunk_state, "offset": self._offset, "pending": self._pending}
 
-    def get_state(self) -> dict[str, Any]:
-        return {"chunk": self._chunk_state, "offset": self._offset, "pending": self._pending}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["chunk"])
-        self._chunk_state = state["chunk"]
-        self._pending = int(state["pending"])
-        # The next call re-reads the current chunk and goes on from the offset.
-        self._rows, self._tail = None, 0
-        self._offset = int(state["offset"])
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["chunk"])
+    self._chunk_state = state["chunk"]
+    self._pending = int(state["pending"])
+    # The next call re-reads the current chunk and goes on from the offset.
+    self._rows, self._tail = None, 0
+    self._offset = int(state["offset"])

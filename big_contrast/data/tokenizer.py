@@ -20,134 +20,141 @@ import numpy as np
 
 
 class Tokenizer:
-    """Interface: ``vocab_size``, ``pad_id`` (0), ``eos_id``, ``encode_batch``."""
+  """Interface: ``vocab_size``, ``pad_id`` (0), ``eos_id``, ``encode_batch``."""
 
-    vocab_size: int
-    pad_id: int = 0
-    eos_id: int
+  vocab_size: int
+  pad_id: int = 0
+  eos_id: int
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without EOS or padding."""
-        raise NotImplementedError
+  def encode(self, text: str) -> list[int]:
+    """Token ids of ``text`` without EOS or padding."""
+    raise NotImplementedError
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Inverse of ``encode``; ignores pad, EOS and other special ids."""
-        raise NotImplementedError
+  def decode(self, ids: Sequence[int]) -> str:
+    """Inverse of ``encode``; ignores pad, EOS and other special ids."""
+    raise NotImplementedError
 
-    def encode_batch(self, texts: Sequence[str], max_len: int) -> np.ndarray:
-        """Returns int32 ``[len(texts), max_len]``: ids, EOS, then ``pad_id``.
+  def encode_batch(self, texts: Sequence[str], max_len: int) -> np.ndarray:
+    """Returns int32 ``[len(texts), max_len]``: ids, EOS, then ``pad_id``.
 
-        Texts longer than ``max_len - 1`` tokens are truncated so that EOS is
-        always the last non-pad token.
-        """
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1 (room for EOS), got {max_len}.")
-        out = np.full((len(texts), max_len), self.pad_id, dtype=np.int32)
-        for row, text in enumerate(texts):
-            ids = self.encode(text)[: max_len - 1] + [self.eos_id]
-            out[row, : len(ids)] = ids
-        return out
+    Texts longer than ``max_len - 1`` tokens are truncated so that EOS is
+    always the last non-pad token.
+    """
+    if max_len < 1:
+      raise ValueError(f"max_len must be >= 1 (room for EOS), got {max_len}.")
+    out = np.full((len(texts), max_len), self.pad_id, dtype=np.int32)
+    for row, text in enumerate(texts):
+      ids = self.encode(text)[: max_len - 1] + [self.eos_id]
+      out[row, : len(ids)] = ids
+    return out
 
 
 class ByteTokenizer(Tokenizer):
-    """UTF-8 bytes shifted by 3: 0 = pad, 1 = bos (unused), 2 = eos; vocab 259."""
+  """UTF-8 bytes shifted by 3: 0 = pad, 1 = bos (unused), 2 = eos; vocab 259."""
 
-    _OFFSET = 3
+  _OFFSET = 3
 
-    def __init__(self):
-        self.pad_id = 0
-        self.bos_id = 1
-        self.eos_id = 2
-        self.vocab_size = 256 + self._OFFSET
+  def __init__(self):
+    self.pad_id = 0
+    self.bos_id = 1
+    self.eos_id = 2
+    self.vocab_size = 256 + self._OFFSET
 
-    def encode(self, text: str) -> list[int]:
-        return [b + self._OFFSET for b in text.encode("utf-8")]
+  def encode(self, text: str) -> list[int]:
+    return [b + self._OFFSET for b in text.encode("utf-8")]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        data = bytes(int(i) - self._OFFSET for i in ids if int(i) >= self._OFFSET)
-        return data.decode("utf-8", errors="replace")
+  def decode(self, ids: Sequence[int]) -> str:
+    data = bytes(int(i) - self._OFFSET for i in ids if int(i) >= self._OFFSET)
+    return data.decode("utf-8", errors="replace")
 
 
 class SentencePieceTokenizer(Tokenizer):
-    """A local SentencePiece ``.model``; id 0 must be the pad piece.
+  """A local SentencePiece ``.model``; id 0 must be the pad piece.
 
-    ``tools/train_tokenizer.py`` trains models with ``pad_id=0, unk_id=1,
-    bos_id=-1, eos_id=2``. Models from elsewhere whose id 0 is not padding
-    are rejected rather than silently mis-padded.
-    """
+  ``tools/train_tokenizer.py`` trains models with ``pad_id=0, unk_id=1,
+  bos_id=-1, eos_id=2``. Models from elsewhere whose id 0 is not padding
+  are rejected rather than silently mis-padded.
+  """
 
-    def __init__(self, model_path: str):
-        import sentencepiece as spm  # Only needed for this tokenizer.
+  def __init__(self, model_path: str):
+    import sentencepiece as spm  # Only needed for this tokenizer.
 
-        self._path = model_path
-        self._sp = spm.SentencePieceProcessor(model_file=model_path)
-        self.vocab_size = int(self._sp.get_piece_size())
-        self.pad_id = 0
-        if self._sp.pad_id() != 0:
-            raise ValueError(
-                f"SentencePiece model {model_path} has pad_id={self._sp.pad_id()}; "
-                "big_contrast needs pad_id=0. Retrain it with "
-                "tools/train_tokenizer.py (or --pad_id=0 --unk_id=1 --eos_id=2)."
-            )
-        if self._sp.eos_id() < 0:
-            raise ValueError(
-                f"SentencePiece model {model_path} has no EOS piece; retrain it "
-                "with tools/train_tokenizer.py (or --eos_id=2)."
-            )
-        self.eos_id = int(self._sp.eos_id())
+    self._path = model_path
+    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+    self.vocab_size = int(self._sp.get_piece_size())
+    self.pad_id = 0
+    if self._sp.pad_id() != 0:
+      raise ValueError(
+        f"SentencePiece model {model_path} has pad_id={self._sp.pad_id()}; "
+        "big_contrast needs pad_id=0. Retrain it with "
+        "tools/train_tokenizer.py (or --pad_id=0 --unk_id=1 --eos_id=2)."
+      )
+    if self._sp.eos_id() < 0:
+      raise ValueError(
+        f"SentencePiece model {model_path} has no EOS piece; retrain it "
+        "with tools/train_tokenizer.py (or --eos_id=2)."
+      )
+    self.eos_id = int(self._sp.eos_id())
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._sp.encode(text, out_type=int))
+  def encode(self, text: str) -> list[int]:
+    return list(self._sp.encode(text, out_type=int))
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._sp.decode([int(i) for i in ids if int(i) not in (self.pad_id, self.eos_id)])
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._sp.decode([int(i) for i in ids if int(i) not in (self.pad_id, self.eos_id)])
 
-    def __reduce__(self):
-        # The C++ processor does not pickle; grain workers rebuild it by path.
-        return (SentencePieceTokenizer, (self._path,))
+  def __reduce__(self):
+    # The C++ processor does not pickle; grain workers rebuild it by path.
+    return (SentencePieceTokenizer, (self._path,))
 
 
 def make_tokenizer(spec: str, data_dir: str | None = None) -> Tokenizer:
-    """``"bytes"`` -> ``ByteTokenizer``; a path to a ``.model`` -> SentencePiece.
+  """``"bytes"`` -> ``ByteTokenizer``; a path to a ``.model`` -> SentencePiece.
 
-    ``"bc_lee:V"`` is a V-piece SentencePiece model trained on the bundled Lee
-    corpus's train sentences, built on first use into ``data_dir`` (default
-    ``$BIG_CONTRAST_DATA_DIR``) and cached there.
-    """
-    if spec == "bytes":
-        return ByteTokenizer()
-    if spec.startswith("bc_lee:") and spec.split(":", 1)[1].isdigit():
-        from big_contrast.data import lee  # noqa: PLC0415 - needs gensim's data files
+  ``"bc_lee:V"`` is a V-piece SentencePiece model trained on the bundled Lee
+  corpus's train sentences, built on first use into ``data_dir`` (default
+  ``$BIG_CONTRAST_DATA_DIR``) and cached there.
+  """
+  if spec == "bytes":
+    return ByteTokenizer()
+  if spec.startswith("bc_lee:") and spec.split(":", 1)[1].isdigit():
+    from big_contrast.data import lee  # noqa: PLC0415 - needs gensim's data files
 
-        return SentencePieceTokenizer(lee.sentencepiece_model(int(spec.split(":", 1)[1]),
-                                                              data_dir))
-    if os.path.isfile(spec):
-        return SentencePieceTokenizer(spec)
-    raise ValueError(
-        f"Unknown tokenizer {spec!r}: use 'bytes', 'bc_lee:VOCAB_SIZE' or the path of a "
-        "SentencePiece .model file (train one with tools/train_tokenizer.py)."
-    )
+    return SentencePieceTokenizer(lee.sentencepiece_model(int(spec.split(":", 1)[1]), data_dir))
+  if os.path.isfile(spec):
+    return SentencePieceTokenizer(spec)
+  raise ValueError(
+    f"Unknown tokenizer {spec!r}: use 'bytes', 'bc_lee:VOCAB_SIZE' or the path of a "
+    "SentencePiece .model file (train one with tools/train_tokenizer.py)."
+  )
 
 
 def train_sentencepiece(
-    texts: Iterable[str],
-    model_prefix: str,
-    vocab_size: int = 8000,
-    model_type: str = "unigram",
-    character_coverage: float = 0.9995,
+  texts: Iterable[str],
+  model_prefix: str,
+  vocab_size: int = 8000,
+  model_type: str = "unigram",
+  character_coverage: float = 0.9995,
 ) -> str:
-    """Trains a SentencePiece model offline; returns the ``.model`` path.
+  """Trains a SentencePiece model offline; returns the ``.model`` path.
 
-    Ids follow big_contrast's convention: 0 = pad, 1 = unk, 2 = eos, no bos.
-    ``hard_vocab_limit=False`` lets a small caption set give a smaller
-    vocabulary instead of failing.
-    """
-    import sentencepiece as spm
+  Ids follow big_contrast's convention: 0 = pad, 1 = unk, 2 = eos, no bos.
+  ``hard_vocab_limit=False`` lets a small caption set give a smaller
+  vocabulary instead of failing.
+  """
+  import sentencepiece as spm
 
-    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=(t for t in texts if t.strip()),
-        model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type,
-        character_coverage=character_coverage, pad_id=0, unk_id=1, bos_id=-1,
-        eos_id=2, hard_vocab_limit=False, minloglevel=2)
-    return model_prefix + ".model"
+  os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+  spm.SentencePieceTrainer.train(
+    sentence_iterator=(t for t in texts if t.strip()),
+    model_prefix=model_prefix,
+    vocab_size=vocab_size,
+    model_type=model_type,
+    character_coverage=character_coverage,
+    pad_id=0,
+    unk_id=1,
+    bos_id=-1,
+    eos_id=2,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
+  return model_prefix + ".model"

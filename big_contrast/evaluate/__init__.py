@@ -6,31 +6,36 @@ or dicts of them; extracting features from a model or checkpoint happens elsewhe
 
 from big_contrast.evaluate.diagnostics import effective_rank
 from big_contrast.evaluate.knn import knn_accuracy
-from big_contrast.evaluate.linear_probe import DEFAULT_L2_GRID, fit_logistic, fit_ridge, linear_probe
+from big_contrast.evaluate.linear_probe import (
+  DEFAULT_L2_GRID,
+  fit_logistic,
+  fit_ridge,
+  linear_probe,
+)
 from big_contrast.evaluate.metrics import accuracy_from_ranks, label_ranks
 from big_contrast.evaluate.multilabel_probe import (
-    average_precision,
-    f1_scores,
-    fit_multilabel_logistic,
-    multilabel_probe,
+  average_precision,
+  f1_scores,
+  fit_multilabel_logistic,
+  multilabel_probe,
 )
 from big_contrast.evaluate.retrieval import retrieval_recall
 from big_contrast.evaluate.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
 __all__ = [
-    "DEFAULT_L2_GRID",
-    "accuracy_from_ranks",
-    "average_precision",
-    "effective_rank",
-    "f1_scores",
-    "fit_logistic",
-    "fit_multilabel_logistic",
-    "fit_ridge",
-    "knn_accuracy",
-    "label_ranks",
-    "linear_probe",
-    "multilabel_probe",
-    "retrieval_recall",
-    "zero_shot_accuracy",
-    "zero_shot_classifier",
+  "DEFAULT_L2_GRID",
+  "accuracy_from_ranks",
+  "average_precision",
+  "effective_rank",
+  "f1_scores",
+  "fit_logistic",
+  "fit_multilabel_logistic",
+  "fit_ridge",
+  "knn_accuracy",
+  "label_ranks",
+  "linear_probe",
+  "multilabel_probe",
+  "retrieval_recall",
+  "zero_shot_accuracy",
+  "zero_shot_classifier",
 ]

@@ -6,6 +6,7 @@ r"""Evaluates a trained run's checkpoint from the command line.
 --eval: linear_probe, knn, zero_shot, retrieval, or all (comma-separated lists
 work too). Prints a table and writes DIR/eval_<step>.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from big_contrast import checkpoint, config_lib, sharding
 from big_contrast.evaluate import standard
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.", required=True)
-_EVAL = flags.DEFINE_string("eval", "linear_probe", f"One or more of {standard.EVALUATORS}, or 'all'.")
+_EVAL = flags.DEFINE_string(
+  "eval", "linear_probe", f"One or more of {standard.EVALUATORS}, or 'all'."
+)
 _DATASET = flags.DEFINE_string("dataset", None, "TFDS name or dataset dir (default: the run's).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for --dataset.")
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", None, "Split the probe/kNN fit on.")
@@ -29,8 +32,11 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global eval batch size."
 def main(argv):
   del argv
   config_lib.maybe_initialize_distributed()
-  names = (list(standard.EVALUATORS) if _EVAL.value == "all"
-           else [n.strip() for n in _EVAL.value.split(",") if n.strip()])
+  names = (
+    list(standard.EVALUATORS)
+    if _EVAL.value == "all"
+    else [n.strip() for n in _EVAL.value.split(",") if n.strip()]
+  )
   ckpt = checkpoint.Checkpointer(os.path.join(_WORKDIR.value, "checkpoints"))
   config = ckpt.restore_config(_STEP.value)
   with config.unlocked():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,6 +19,7 @@ def map_row_chunks(fn: Callable, rows: tuple[np.ndarray, ...], batch_size: int) 
   batch_size = min(batch_size, n)
   pad = -n % batch_size
   padded = [np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype)]) if pad else r for r in rows]
-  outputs = [np.asarray(fn(*(r[i:i + batch_size] for r in padded)))
-             for i in range(0, n + pad, batch_size)]
+  outputs = [
+    np.asarray(fn(*(r[i : i + batch_size] for r in padded))) for i in range(0, n + pad, batch_size)
+  ]
   return np.concatenate(outputs)[:n]

@@ -34,8 +34,8 @@ def as_labels(y, name: str, n: int, num_classes: int | None = None) -> np.ndarra
       raise ValueError(f"{name} must hold integer class ids, got dtype {y.dtype}.")
   if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
     raise ValueError(
-        f"{name} has labels in [{y.min()}, {y.max()}], outside [0, num_classes={num_classes}); "
-        "pass the right num_classes or remap the labels to 0..num_classes-1."
+      f"{name} has labels in [{y.min()}, {y.max()}], outside [0, num_classes={num_classes}); "
+      "pass the right num_classes or remap the labels to 0..num_classes-1."
     )
   if y.size and y.min() < 0:
     raise ValueError(f"{name} has negative label {y.min()}; labels must be 0..num_classes-1.")
@@ -62,8 +62,8 @@ def infer_num_classes(*labels: np.ndarray) -> int:
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
   if a.shape[1] != b.shape[1]:
     raise ValueError(
-        f"{name_a} has feature dimension {a.shape[1]} but {name_b} has {b.shape[1]}; "
-        "they must come from the same embedding space."
+      f"{name_a} has feature dimension {a.shape[1]} but {name_b} has {b.shape[1]}; "
+      "they must come from the same embedding space."
     )
 
 

@@ -14,7 +14,7 @@ from big_contrast.evaluate import _validate
 
 
 def effective_rank(
-    features, *, spectrum: Literal["covariance", "features"] = "covariance", center: bool = True
+  features, *, spectrum: Literal["covariance", "features"] = "covariance", center: bool = True
 ) -> float:
   r"""Effective rank (Roy & Vetterli 2007): exp of the entropy of the normalised spectrum.
 

@@ -20,17 +20,24 @@ def _knn_label_ranks(test_x, test_y, train_x, train_y, temperature, *, k, num_cl
   sims, idx = jax.lax.top_k(test_x @ train_x.T, k)  # [b, k]
   # Shifting by the row maximum leaves the vote ratios unchanged and exp() finite at small T.
   weights = jnp.exp((sims - sims[:, :1]) / temperature)
-  add_votes = lambda labels, w: jnp.zeros(num_classes).at[labels].add(w)
+
+  def add_votes(labels, w):
+    return jnp.zeros(num_classes).at[labels].add(w)
+
   votes = jax.vmap(add_votes)(train_y[idx], weights)  # [b, C]
   return label_ranks(votes, test_y)
 
 
 def knn_accuracy(
-    train_x, train_y, test_x, test_y, *,
-    k: int = 20,
-    temperature: float = 0.07,
-    num_classes: int | None = None,
-    batch_size: int = 256,
+  train_x,
+  train_y,
+  test_x,
+  test_y,
+  *,
+  k: int = 20,
+  temperature: float = 0.07,
+  num_classes: int | None = None,
+  batch_size: int = 256,
 ) -> dict[str, float]:
   r"""Accuracy of a cosine-similarity kNN classifier with exponential vote weights.
 
@@ -53,17 +60,22 @@ def knn_accuracy(
     {"top1", "top5" (only when C >= 10), "mean_per_class"} in [0, 1].
   """
   train_x, train_y, test_x, test_y, num_classes = _validate.train_test_classes(
-      train_x, train_y, test_x, test_y, num_classes)
+    train_x, train_y, test_x, test_y, num_classes
+  )
   if not 1 <= k <= train_x.shape[0]:
     raise ValueError(
-        f"k={k} must be between 1 and the number of train points ({train_x.shape[0]}).")
+      f"k={k} must be between 1 and the number of train points ({train_x.shape[0]})."
+    )
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}.")
 
   train_x_dev = jnp.asarray(_validate.l2_normalize(train_x))
   train_y_dev = jnp.asarray(train_y)
   ranks = map_row_chunks(
-      lambda x, y: _knn_label_ranks(x, y, train_x_dev, train_y_dev, temperature, k=k,
-                                    num_classes=num_classes),
-      (_validate.l2_normalize(test_x), test_y), batch_size)
+    lambda x, y: _knn_label_ranks(
+      x, y, train_x_dev, train_y_dev, temperature, k=k, num_classes=num_classes
+    ),
+    (_validate.l2_normalize(test_x), test_y),
+    batch_size,
+  )
   return accuracy_from_ranks(ranks, test_y, num_classes)

@@ -22,8 +22,7 @@ from typing import Literal
 import jax.numpy as jnp
 import numpy as np
 
-from big_contrast.evaluate import _linear_fit
-from big_contrast.evaluate import _validate
+from big_contrast.evaluate import _linear_fit, _validate
 from big_contrast.evaluate.metrics import accuracy_from_ranks, label_ranks
 
 # Half-decade steps; at 1e2 a standardised probe predicts little more than the class prior.
@@ -56,7 +55,7 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
 
 
 def fit_logistic(
-    x, y, l2: float, num_classes: int | None = None, *, max_iter: int = 1000, tol: float = 1e-5
+  x, y, l2: float, num_classes: int | None = None, *, max_iter: int = 1000, tol: float = 1e-5
 ) -> tuple[np.ndarray, np.ndarray]:
   """Multinomial logistic regression by full-batch L-BFGS (float32).
 
@@ -81,7 +80,8 @@ def fit_logistic(
   weights = jnp.ones(x.shape[0])
   init = _linear_fit.initial_params(x.shape[1], targets, weights, "softmax")
   params, _, _ = _linear_fit.fit_linear(
-      x, targets, weights, float(l2), init, max_iter, tol, loss="softmax")
+    x, targets, weights, float(l2), init, max_iter, tol, loss="softmax"
+  )
   return np.asarray(params["W"]), np.asarray(params["b"])
 
 
@@ -122,15 +122,19 @@ class _RidgePath:
 
 
 def linear_probe(
-    train_x, train_y, test_x, test_y, *,
-    num_classes: int | None = None,
-    l2_grid=None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    standardize: bool = True,
-    max_iter: int = 1000,
-    tol: float = 1e-5,
-    solver: Literal["lbfgs", "ridge"] = "lbfgs",
+  train_x,
+  train_y,
+  test_x,
+  test_y,
+  *,
+  num_classes: int | None = None,
+  l2_grid=None,
+  val_fraction: float = 0.2,
+  seed: int = 0,
+  standardize: bool = True,
+  max_iter: int = 1000,
+  tol: float = 1e-5,
+  solver: Literal["lbfgs", "ridge"] = "lbfgs",
 ) -> dict:
   """Linear-probe accuracy with the L2 strength chosen on held-out train.
 
@@ -156,7 +160,8 @@ def linear_probe(
      "sweep": {"l2": [...ascending], "val_top1": [...]} (empty lists when not swept)}.
   """
   train_x, train_y, test_x, test_y, num_classes = _validate.train_test_classes(
-      train_x, train_y, test_x, test_y, num_classes)
+    train_x, train_y, test_x, test_y, num_classes
+  )
   l2_grid = np.sort(np.asarray(DEFAULT_L2_GRID if l2_grid is None else l2_grid, np.float64))[::-1]
   if l2_grid.ndim != 1 or l2_grid.size == 0 or np.any(l2_grid < 0):
     raise ValueError(f"l2_grid must be a non-empty list of strengths >= 0, got {l2_grid}.")
@@ -189,7 +194,8 @@ def linear_probe(
     if init is None:
       init = _linear_fit.initial_params(train_x.shape[1], targets, weights, "softmax")
     params, _, _ = _linear_fit.fit_linear(
-        train_x, targets, weights, best_l2, init, max_iter, tol, loss="softmax")
+      train_x, targets, weights, best_l2, init, max_iter, tol, loss="softmax"
+    )
     w, b = np.asarray(params["W"]), np.asarray(params["b"])
   else:
     w, b = _RidgePath(train_x, train_y, num_classes).solve(best_l2)
@@ -217,7 +223,8 @@ def _sweep_lbfgs(x, y, is_val, l2_desc, num_classes, max_iter, tol):
   accs = []
   for l2 in l2_desc:
     params, _, _ = _linear_fit.fit_linear(
-        x_dev, targets, fit_weights, float(l2), params, max_iter, tol, loss="softmax")
+      x_dev, targets, fit_weights, float(l2), params, max_iter, tol, loss="softmax"
+    )
     accs.append(_val_top1(x[is_val], y[is_val], np.asarray(params["W"]), np.asarray(params["b"])))
     if accs[-1] > max(accs[:-1], default=-1.0):
       best_params = params

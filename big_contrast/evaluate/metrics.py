@@ -32,7 +32,7 @@ def label_ranks(scores, labels):
 
 
 def accuracy_from_ranks(
-    ranks: np.ndarray, labels: np.ndarray, num_classes: int
+  ranks: np.ndarray, labels: np.ndarray, num_classes: int
 ) -> dict[str, float]:
   """`top1`, `top5` (only when num_classes >= 10) and `mean_per_class` accuracy.
 

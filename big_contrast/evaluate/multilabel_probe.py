@@ -14,8 +14,7 @@ from typing import Literal
 import jax.numpy as jnp
 import numpy as np
 
-from big_contrast.evaluate import _linear_fit
-from big_contrast.evaluate import _validate
+from big_contrast.evaluate import _linear_fit, _validate
 from big_contrast.evaluate.linear_probe import DEFAULT_L2_GRID, fit_standardizer
 
 
@@ -32,7 +31,7 @@ def _binary_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 def average_precision(
-    scores, targets, average: Literal["macro", "micro"] | None = "macro"
+  scores, targets, average: Literal["macro", "micro"] | None = "macro"
 ) -> float | np.ndarray:
   r"""Average precision, as `sklearn.metrics.average_precision_score` defines it.
 
@@ -67,10 +66,12 @@ def average_precision(
     raise ValueError("targets has no positive entry; average precision is undefined.")
   if average == "micro":
     return _binary_average_precision(scores.ravel(), targets.ravel())
-  per_class = np.array([
+  per_class = np.array(
+    [
       _binary_average_precision(scores[:, c], targets[:, c]) if targets[:, c].any() else np.nan
       for c in range(scores.shape[1])
-  ])
+    ]
+  )
   if average is None:
     return per_class
   if average == "macro":
@@ -98,7 +99,7 @@ def f1_scores(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
 
 
 def fit_multilabel_logistic(
-    x, targets, l2: float, *, max_iter: int = 1000, tol: float = 1e-5
+  x, targets, l2: float, *, max_iter: int = 1000, tol: float = 1e-5
 ) -> tuple[np.ndarray, np.ndarray]:
   """One-vs-rest logistic regression, all classes at once, by full-batch L-BFGS (float32).
 
@@ -116,18 +117,23 @@ def fit_multilabel_logistic(
   weights = jnp.ones(x.shape[0])
   init = _linear_fit.initial_params(x.shape[1], targets, weights, "sigmoid")
   params, _, _ = _linear_fit.fit_linear(
-      x, targets, weights, float(l2), init, max_iter, tol, loss="sigmoid")
+    x, targets, weights, float(l2), init, max_iter, tol, loss="sigmoid"
+  )
   return np.asarray(params["W"]), np.asarray(params["b"])
 
 
 def multilabel_probe(
-    train_x, train_Y, test_x, test_Y, *,
-    l2_grid=None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    standardize: bool = True,
-    max_iter: int = 1000,
-    tol: float = 1e-5,
+  train_x,
+  train_Y,
+  test_x,
+  test_Y,
+  *,
+  l2_grid=None,
+  val_fraction: float = 0.2,
+  seed: int = 0,
+  standardize: bool = True,
+  max_iter: int = 1000,
+  tol: float = 1e-5,
 ) -> dict:
   """One-vs-rest logistic probe with the L2 strength chosen by held-out macro-mAP.
 
@@ -162,7 +168,8 @@ def multilabel_probe(
 
   def fit(weights, l2, init):
     return _linear_fit.fit_linear(
-        x_dev, targets, weights, float(l2), init, max_iter, tol, loss="sigmoid")[0]
+      x_dev, targets, weights, float(l2), init, max_iter, tol, loss="sigmoid"
+    )[0]
 
   sweep_l2, sweep_map = [], []
   best_l2 = float(l2_grid[0])
@@ -190,9 +197,9 @@ def multilabel_probe(
   params = fit(all_rows, best_l2, params)
   logits = test_x @ np.asarray(params["W"]) + np.asarray(params["b"])
   return {
-      "macro_map": average_precision(logits, test_Y, "macro"),
-      "micro_map": average_precision(logits, test_Y, "micro"),
-      **f1_scores(logits > 0, test_Y),
-      "l2": best_l2,
-      "sweep": {"l2": sweep_l2, "val_macro_map": sweep_map},
+    "macro_map": average_precision(logits, test_Y, "macro"),
+    "micro_map": average_precision(logits, test_Y, "micro"),
+    **f1_scores(logits > 0, test_Y),
+    "l2": best_l2,
+    "sweep": {"l2": sweep_l2, "val_macro_map": sweep_map},
   }

@@ -7,7 +7,7 @@ numbers out.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,12 @@ def _recall_at(hits: np.ndarray, has_positive: np.ndarray, ks: Sequence[int]) ->
 
 
 def retrieval_recall(
-    image_features, text_features, *,
-    text_to_image,
-    ks: Sequence[int] = (1, 5, 10),
-    batch_size: int = 1024,
+  image_features,
+  text_features,
+  *,
+  text_to_image,
+  ks: Sequence[int] = (1, 5, 10),
+  batch_size: int = 1024,
 ) -> dict[str, float]:
   """Recall@k of image->text and text->image retrieval by cosine similarity.
 
@@ -65,8 +67,9 @@ def retrieval_recall(
     matching = _validate.as_labels(matching, "text_to_image", n_text, n_image)
   elif matching.shape != (n_text, n_image) or not np.isin(matching, (0, 1)).all():
     raise ValueError(
-        f"text_to_image must be int [n_text={n_text}] or boolean [n_text={n_text}, "
-        f"n_image={n_image}], got {matching.dtype} {matching.shape}.")
+      f"text_to_image must be int [n_text={n_text}] or boolean [n_text={n_text}, "
+      f"n_image={n_image}], got {matching.dtype} {matching.shape}."
+    )
   else:
     matching = matching.astype(bool)
 

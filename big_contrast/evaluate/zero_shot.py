@@ -6,7 +6,7 @@ list of strings to their [n, d] embeddings.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +18,9 @@ from big_contrast.evaluate.metrics import accuracy_from_ranks, label_ranks
 
 
 def zero_shot_classifier(
-    encode_text: Callable[[list[str]], np.ndarray],
-    class_names: Sequence[str],
-    templates: Sequence[str],
+  encode_text: Callable[[list[str]], np.ndarray],
+  class_names: Sequence[str],
+  templates: Sequence[str],
 ) -> np.ndarray:
   r"""Class embeddings from an ensemble of prompt templates (as in CLIP).
 
@@ -49,8 +49,9 @@ def zero_shot_classifier(
     text = np.asarray(encode_text(prompts), np.float32)
     if text.ndim != 2 or text.shape[0] != len(prompts):
       raise ValueError(
-          f"encode_text returned shape {text.shape} for {len(prompts)} prompts; "
-          "it must return [num_prompts, d].")
+        f"encode_text returned shape {text.shape} for {len(prompts)} prompts; "
+        "it must return [num_prompts, d]."
+      )
     embeddings.append(_validate.l2_normalize(text).mean(axis=0))
   return _validate.l2_normalize(np.stack(embeddings))
 
@@ -61,7 +62,7 @@ def _zero_shot_ranks(image_features, labels, class_embeddings):
 
 
 def zero_shot_accuracy(
-    image_features, labels, class_embeddings, *, batch_size: int = 1024
+  image_features, labels, class_embeddings, *, batch_size: int = 1024
 ) -> dict[str, float]:
   """Accuracy of predicting argmax_c cos(image, class_embeddings[c]).
 
@@ -82,8 +83,10 @@ def zero_shot_accuracy(
   labels = _validate.as_labels(labels, "labels", image_features.shape[0], num_classes)
   classes = jnp.asarray(_validate.l2_normalize(class_embeddings))
   ranks = map_row_chunks(
-      lambda x, y: _zero_shot_ranks(x, y, classes),
-      (_validate.l2_normalize(image_features), labels), batch_size)
+    lambda x, y: _zero_shot_ranks(x, y, classes),
+    (_validate.l2_normalize(image_features), labels),
+    batch_size,
+  )
   result = accuracy_from_ranks(ranks, labels, num_classes)
   result["mean_per_class_recall"] = result.pop("mean_per_class")
   return result

@@ -12,12 +12,12 @@ single-device JAX. Nothing here knows about models, data or the trainer.
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence, Union
+from collections.abc import Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-AxisName = Union[Hashable, Sequence[Hashable], None]
+AxisName = Hashable | Sequence[Hashable] | None
 
 
 def axis_size(axis_name: AxisName) -> int:

@@ -10,7 +10,7 @@ from big_contrast.losses._common import AxisName
 
 
 def alignment(
-    z1: jax.Array, z2: jax.Array, alpha: float = 2, *, axis_name: AxisName = None
+  z1: jax.Array, z2: jax.Array, alpha: float = 2, *, axis_name: AxisName = None
 ) -> jax.Array:
   r"""Mean distance between positive pairs.
 
@@ -50,8 +50,11 @@ def uniformity(z: jax.Array, t: float = 2, axis_name: AxisName = None) -> jax.Ar
   dtype = _common.compute_dtype(z)
   all_z = _common.gather_rows(z, axis_name)
   zz = z.astype(dtype)
-  sq = (jnp.sum(zz * zz, -1)[:, None] + jnp.sum(all_z.astype(dtype) ** 2, -1)[None, :]
-        - 2.0 * _common.similarity(z, all_z))
+  sq = (
+    jnp.sum(zz * zz, -1)[:, None]
+    + jnp.sum(all_z.astype(dtype) ** 2, -1)[None, :]
+    - 2.0 * _common.similarity(z, all_z)
+  )
   rows = _common.global_rows(b, axis_name)
   is_self = rows[:, None] == jnp.arange(all_z.shape[0])[None, :]
   x = jnp.where(is_self, -jnp.inf, -t * jnp.maximum(sq, 0.0))

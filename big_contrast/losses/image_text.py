@@ -8,13 +8,10 @@ holds [b, B] logits) and, with ``block_size``, the blockwise ring path in
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
-from big_contrast.losses import _common
-from big_contrast.losses import ring
+from big_contrast.losses import _common, ring
 from big_contrast.losses._common import AxisName
 
 
@@ -25,13 +22,13 @@ def _pair_targets(row_ids: jax.Array, col_ids: jax.Array) -> jax.Array:
 
 
 def clip_loss(
-    zimg: jax.Array,
-    ztxt: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    axis_name: AxisName = None,
-    block_size: Optional[int] = None,
-    pair_ids: Optional[jax.Array] = None,
+  zimg: jax.Array,
+  ztxt: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  axis_name: AxisName = None,
+  block_size: int | None = None,
+  pair_ids: jax.Array | None = None,
 ) -> jax.Array:
   r"""Symmetric InfoNCE of CLIP (Radford et al., 2021), optionally multi-positive.
 
@@ -63,9 +60,14 @@ def clip_loss(
     The global scalar loss, identical on every device.
   """
   if block_size is not None:
-    return ring.ring_clip_loss(zimg, ztxt, temperature=temperature,
-                               axis_name=axis_name, block_size=block_size,
-                               pair_ids=pair_ids)
+    return ring.ring_clip_loss(
+      zimg,
+      ztxt,
+      temperature=temperature,
+      axis_name=axis_name,
+      block_size=block_size,
+      pair_ids=pair_ids,
+    )
   b = zimg.shape[0]
   dtype = _common.compute_dtype(zimg, ztxt)
   temperature = _common.as_temperature(temperature, dtype)
@@ -79,20 +81,21 @@ def clip_loss(
   # rows of its texts, so every global term is computed exactly once.
   i2t = _common.similarity(zimg, _common.gather_rows(ztxt, axis_name)) / temperature
   t2i = _common.similarity(ztxt, _common.gather_rows(zimg, axis_name)) / temperature
-  local = (jnp.sum(_common.soft_cross_entropy(i2t, targets))
-           + jnp.sum(_common.soft_cross_entropy(t2i, targets)))
+  local = jnp.sum(_common.soft_cross_entropy(i2t, targets)) + jnp.sum(
+    _common.soft_cross_entropy(t2i, targets)
+  )
   global_b = b * _common.axis_size(axis_name)
   return _common.global_sum(local, axis_name) / (2 * global_b)
 
 
 def siglip_loss(
-    zimg: jax.Array,
-    ztxt: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    bias: jax.typing.ArrayLike,
-    axis_name: AxisName = None,
-    block_size: Optional[int] = None,
+  zimg: jax.Array,
+  ztxt: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  bias: jax.typing.ArrayLike,
+  axis_name: AxisName = None,
+  block_size: int | None = None,
 ) -> jax.Array:
   r"""Pairwise sigmoid loss of SigLIP (Zhai et al., 2023).
 
@@ -113,8 +116,9 @@ def siglip_loss(
     The global scalar loss, identical on every device.
   """
   if block_size is not None:
-    return ring.ring_siglip_loss(zimg, ztxt, temperature=temperature, bias=bias,
-                                 axis_name=axis_name, block_size=block_size)
+    return ring.ring_siglip_loss(
+      zimg, ztxt, temperature=temperature, bias=bias, axis_name=axis_name, block_size=block_size
+    )
   b = zimg.shape[0]
   dtype = _common.compute_dtype(zimg, ztxt)
   temperature = _common.as_temperature(temperature, dtype)

@@ -2,7 +2,7 @@
 
 Inputs are ``z: [b, V, d]``: this device's ``b`` samples, ``V`` L2-normalised
 views each. Views are flattened sample-major into ``B·V`` "anchors"; with
-:math:`s_{ac} = \langle z_a, z_c \rangle / \tau`, :math:`P(a)` the anchor's
+:math:`s_{ac} = \\langle z_a, z_c \rangle / \tau`, :math:`P(a)` the anchor's
 positives and :math:`N(a)` the views of all *other* samples. Each device
 computes the terms of its own anchors against the gathered global views.
 """
@@ -19,8 +19,8 @@ from big_contrast.losses._common import AxisName
 
 
 class _ViewLogits(NamedTuple):
-  logits: jax.Array       # [b·V, B·V]  s_ac for this device's anchors.
-  is_self: jax.Array      # [b·V, B·V]  c is the anchor itself.
+  logits: jax.Array  # [b·V, B·V]  s_ac for this device's anchors.
+  is_self: jax.Array  # [b·V, B·V]  c is the anchor itself.
   same_sample: jax.Array  # [b·V, B·V]  c is a view of the anchor's sample (incl. itself).
   anchor_rows: jax.Array  # [b·V]       global sample index of each anchor.
 
@@ -64,7 +64,7 @@ def _supervised_contrast(vl: _ViewLogits, positive: jax.Array, axis_name):
 
 
 def ntxent_loss(
-    z: jax.Array, *, temperature: jax.typing.ArrayLike, axis_name: AxisName = None
+  z: jax.Array, *, temperature: jax.typing.ArrayLike, axis_name: AxisName = None
 ) -> jax.Array:
   r"""NT-Xent of SimCLR (Chen et al., 2020) generalised to V views.
 
@@ -87,11 +87,11 @@ def ntxent_loss(
 
 
 def supcon_loss(
-    z: jax.Array,
-    labels: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    axis_name: AxisName = None,
+  z: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  axis_name: AxisName = None,
 ) -> jax.Array:
   r"""Supervised contrastive loss :math:`L^{sup}_{out}` (Khosla et al., 2020, eq. 2).
 
@@ -118,8 +118,7 @@ def supcon_loss(
   if labels.ndim == 1:
     shared = labels[:, None] == all_labels[None, :]
   elif labels.ndim == 2:
-    overlap = jnp.einsum("nc,mc->nm", labels.astype(jnp.float32),
-                         all_labels.astype(jnp.float32))
+    overlap = jnp.einsum("nc,mc->nm", labels.astype(jnp.float32), all_labels.astype(jnp.float32))
     shared = overlap > 0
   else:
     raise ValueError(f"labels must be [b] ids or [b, C] multi-hot, got {labels.shape}.")
@@ -128,7 +127,7 @@ def supcon_loss(
 
 
 def dcl_loss(
-    z: jax.Array, *, temperature: jax.typing.ArrayLike, axis_name: AxisName = None
+  z: jax.Array, *, temperature: jax.typing.ArrayLike, axis_name: AxisName = None
 ) -> jax.Array:
   r"""Decoupled contrastive loss (Yeh et al., 2022): the positive leaves the denominator.
 
@@ -147,18 +146,19 @@ def dcl_loss(
   """
   vl = _view_logits(z, temperature, axis_name)
   positive = vl.same_sample & ~vl.is_self
-  per_anchor = (_logsumexp_where(vl.logits, ~vl.same_sample)
-                - _mean_over_positives(vl.logits, positive))
+  per_anchor = _logsumexp_where(vl.logits, ~vl.same_sample) - _mean_over_positives(
+    vl.logits, positive
+  )
   return _global_mean(per_anchor, jnp.ones_like(per_anchor, bool), axis_name)
 
 
 def debiased_loss(
-    z: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    tau_plus: float,
-    beta: float = 0.0,
-    axis_name: AxisName = None,
+  z: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  tau_plus: float,
+  beta: float = 0.0,
+  axis_name: AxisName = None,
 ) -> jax.Array:
   r"""Debiased contrastive loss (Chuang et al., 2020) with hard negatives (Robinson et al., 2021).
 
@@ -192,15 +192,19 @@ def debiased_loss(
   log_n = jnp.log(jnp.asarray(n_neg, vl.logits.dtype))
   negative = ~vl.same_sample
   # log Σ_n w_n e^{s_n} = log N + LSE((1+β) s) - LSE(β s)
-  log_reweighted = (log_n + _logsumexp_where((1.0 + beta) * vl.logits, negative)
-                    - _logsumexp_where(beta * vl.logits, negative))[:, None]
+  log_reweighted = (
+    log_n
+    + _logsumexp_where((1.0 + beta) * vl.logits, negative)
+    - _logsumexp_where(beta * vl.logits, negative)
+  )[:, None]
   # log(τ⁺ N e^{s_ap}) for every candidate positive column.
   log_bias = jnp.log(jnp.asarray(tau_plus, vl.logits.dtype)) + log_n + vl.logits
   gap = log_bias - log_reweighted
   ok = gap < 0
   safe_gap = jnp.where(ok, gap, -1.0)
   log_debiased = jnp.where(
-      ok, log_reweighted + jnp.log(-jnp.expm1(safe_gap)) - jnp.log1p(-tau_plus), -jnp.inf)
+    ok, log_reweighted + jnp.log(-jnp.expm1(safe_gap)) - jnp.log1p(-tau_plus), -jnp.inf
+  )
   inv_t = 1.0 / _common.as_temperature(temperature, vl.logits.dtype)
   log_ng = jnp.maximum(log_debiased, log_n - inv_t)
   per_pair = jnp.logaddexp(vl.logits, log_ng) - vl.logits
@@ -210,11 +214,11 @@ def debiased_loss(
 
 
 def polyview_loss(
-    z: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    variant: Literal["arithmetic", "geometric"] = "geometric",
-    axis_name: AxisName = None,
+  z: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  variant: Literal["arithmetic", "geometric"] = "geometric",
+  axis_name: AxisName = None,
 ) -> jax.Array:
   r"""Poly-view contrastive loss (Shidani et al., ICLR 2024) for M = V >= 2 views.
 
@@ -249,16 +253,15 @@ def polyview_loss(
   vl = _view_logits(z, temperature, axis_name)
   b, v, _ = z.shape
   # LSE over N(a): every view of every other sample (global columns).
-  log_neg = _logsumexp_where(vl.logits, ~vl.same_sample)                # [b·V]
+  log_neg = _logsumexp_where(vl.logits, ~vl.same_sample)  # [b·V]
   # s_{aβ} against all V views of the anchor's own sample; these are local.
   dtype = vl.logits.dtype
   sib = jnp.einsum("bvd,bwd->bvw", z, z, preferred_element_type=dtype).astype(dtype)
   sib = (sib / _common.as_temperature(temperature, dtype)).reshape(b * v, v)
-  sibling = jnp.tile(~jnp.eye(v, dtype=bool), (b, 1))                    # β ≠ α
-  per_pair = jax.nn.softplus(log_neg[:, None] - sib)                       # ℓ_{aβ}
+  sibling = jnp.tile(~jnp.eye(v, dtype=bool), (b, 1))  # β ≠ α
+  per_pair = jax.nn.softplus(log_neg[:, None] - sib)  # ℓ_{aβ}
   if variant == "geometric":
     per_anchor = jnp.sum(jnp.where(sibling, per_pair, 0.0), axis=-1) / (v - 1)
   else:
-    per_anchor = (jnp.log(jnp.asarray(v - 1, dtype))
-                  - _logsumexp_where(-per_pair, sibling))
+    per_anchor = jnp.log(jnp.asarray(v - 1, dtype)) - _logsumexp_where(-per_pair, sibling)
   return _global_mean(per_anchor, jnp.ones_like(per_anchor, bool), axis_name)

@@ -22,7 +22,7 @@ Layout of one ring step on device d (n devices, text sent to d+1):
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,7 @@ def _ring(n: int, visit, home, travelling, axis_name: AxisName, return_home):
   After the last visit only the leaves named by `return_home(travelling)`
   make the final hop back to their owner.
   """
+
   def step(_, carry):
     home, travelling = visit(*carry)
     return home, _shift(travelling, axis_name, n)
@@ -86,17 +87,22 @@ def _put_sub_block(x: jax.Array, update: jax.Array, c, k: int) -> jax.Array:
 
 class _Lse(NamedTuple):
   """Online log-sum-exp with target statistics, one entry per row/column."""
-  max: jax.Array   # running max of the logits
-  sum: jax.Array   # Σ exp(logit - max)
-  pos: jax.Array   # Σ logit over positives
+
+  max: jax.Array  # running max of the logits
+  sum: jax.Array  # Σ exp(logit - max)
+  pos: jax.Array  # Σ logit over positives
   count: jax.Array  # number of positives
 
   @classmethod
-  def empty(cls, n: int, dtype) -> "_Lse":
-    return cls(jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), dtype),
-               jnp.zeros((n,), dtype), jnp.zeros((n,), dtype))
+  def empty(cls, n: int, dtype) -> _Lse:
+    return cls(
+      jnp.full((n,), -jnp.inf, dtype),
+      jnp.zeros((n,), dtype),
+      jnp.zeros((n,), dtype),
+      jnp.zeros((n,), dtype),
+    )
 
-  def update(self, logits: jax.Array, match: jax.Array, axis: int) -> "_Lse":
+  def update(self, logits: jax.Array, match: jax.Array, axis: int) -> _Lse:
     """Folds in [.., ..] logits (-inf where masked) reduced along `axis`."""
     new_max = jnp.maximum(self.max, jnp.max(logits, axis=axis))
     shifted = jnp.exp(logits - jnp.expand_dims(new_max, axis))
@@ -126,9 +132,12 @@ def _clip_forward(axis_name, k, zimg, ztxt, ids, temperature):
 
     def body(c, carry):
       rows, cols = carry
-      t, t_ids, t_valid = (_sub_block(txt, c, k), _sub_block(txt_ids, c, k),
-                           _sub_block(valid, c, k))
-      logits = _common.similarity(zimg, t) * inv_t               # [b, k]
+      t, t_ids, t_valid = (
+        _sub_block(txt, c, k),
+        _sub_block(txt_ids, c, k),
+        _sub_block(valid, c, k),
+      )
+      logits = _common.similarity(zimg, t) * inv_t  # [b, k]
       match = (ids[:, None] == t_ids[None, :]) & t_valid[None, :]
       rows = rows.update(jnp.where(t_valid[None, :], logits, -jnp.inf), match, axis=1)
       block_cols = _Lse(*(_sub_block(x, c, k) for x in cols)).update(logits, match, axis=0)
@@ -139,8 +148,9 @@ def _clip_forward(axis_name, k, zimg, ztxt, ids, temperature):
     return rows, (txt, txt_ids, cols)
 
   travelling = (_pad_rows(ztxt, padded), _pad_rows(ids, padded, -1), _Lse.empty(padded, dtype))
-  rows, cols = _ring(n, visit, _Lse.empty(b, dtype), travelling, axis_name,
-                     return_home=lambda t: t[2])
+  rows, cols = _ring(
+    n, visit, _Lse.empty(b, dtype), travelling, axis_name, return_home=lambda t: t[2]
+  )
   cols = _Lse(*(x[:b] for x in cols))
   local = jnp.sum(rows.loss()) + jnp.sum(cols.loss())
   residuals = (zimg, ztxt, ids, temperature, rows.lse(), rows.count, cols.lse(), cols.count)
@@ -164,8 +174,11 @@ def _clip_backward(axis_name, k, residuals, g):
 
     def body(c, carry):
       dimg, dinv_t, dtxt = carry
-      t, t_ids, t_valid = (_sub_block(txt, c, k), _sub_block(txt_ids, c, k),
-                           _sub_block(valid, c, k))
+      t, t_ids, t_valid = (
+        _sub_block(txt, c, k),
+        _sub_block(txt_ids, c, k),
+        _sub_block(valid, c, k),
+      )
       cosine = _common.similarity(zimg, t)
       logits = cosine * inv_t
       match = (ids[:, None] == t_ids[None, :]) & t_valid[None, :]
@@ -173,8 +186,9 @@ def _clip_backward(axis_name, k, residuals, g):
       p_col = jnp.exp(logits - _sub_block(lse, c, k)[None, :])
       col_inv_count = 1.0 / jnp.maximum(_sub_block(count, c, k), 1)
       # dL/dlogits: softmax minus target, for the row and the column softmax.
-      grad = (g * (p_row - jnp.where(match, row_inv_count[:, None], 0.0))
-              + g_col * (p_col - jnp.where(match, col_inv_count[None, :], 0.0)))
+      grad = g * (p_row - jnp.where(match, row_inv_count[:, None], 0.0)) + g_col * (
+        p_col - jnp.where(match, col_inv_count[None, :], 0.0)
+      )
       grad = jnp.where(t_valid[None, :], grad, 0.0)
       dimg = dimg + _common.similarity(grad.astype(t.dtype), t.T) * inv_t
       dt = _common.similarity(grad.T.astype(zimg.dtype), zimg.T) * inv_t
@@ -184,15 +198,23 @@ def _clip_backward(axis_name, k, residuals, g):
     dimg, dinv_t, dtxt = jax.lax.fori_loop(0, n_blocks, body, (dimg, dinv_t, dtxt))
     return (dimg, dinv_t), (txt, txt_ids, lse, count, g_col, dtxt)
 
-  travelling = (_pad_rows(ztxt, padded), _pad_rows(ids, padded, -1),
-                _pad_rows(col_lse, padded), _pad_rows(col_count, padded), g,
-                jnp.zeros((padded, d), dtype))
+  travelling = (
+    _pad_rows(ztxt, padded),
+    _pad_rows(ids, padded, -1),
+    _pad_rows(col_lse, padded),
+    _pad_rows(col_count, padded),
+    g,
+    jnp.zeros((padded, d), dtype),
+  )
   home = (jnp.zeros((b, d), dtype), jnp.zeros((), dtype))
-  (dimg, dinv_t), dtxt = _ring(n, visit, home, travelling, axis_name,
-                               return_home=lambda t: t[5])
+  (dimg, dinv_t), dtxt = _ring(n, visit, home, travelling, axis_name, return_home=lambda t: t[5])
   dtemp = -dinv_t * inv_t * inv_t
-  return (dimg.astype(zimg.dtype), dtxt[:b].astype(ztxt.dtype), None,
-          dtemp.astype(temperature.dtype))
+  return (
+    dimg.astype(zimg.dtype),
+    dtxt[:b].astype(ztxt.dtype),
+    None,
+    dtemp.astype(temperature.dtype),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -204,13 +226,13 @@ _ring_clip_local.defvjp(_clip_forward, _clip_backward)
 
 
 def ring_clip_loss(
-    zimg: jax.Array,
-    ztxt: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    axis_name: AxisName = None,
-    block_size: int,
-    pair_ids: Optional[jax.Array] = None,
+  zimg: jax.Array,
+  ztxt: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  axis_name: AxisName = None,
+  block_size: int,
+  pair_ids: jax.Array | None = None,
 ) -> jax.Array:
   """`clip_loss` computed blockwise around the device ring; same value and gradients.
 
@@ -223,10 +245,10 @@ def ring_clip_loss(
   """
   k = _check_block_size(block_size)
   b = zimg.shape[0]
-  ids = (_common.global_rows(b, axis_name) if pair_ids is None
-         else jnp.asarray(pair_ids, jnp.int32))
-  temperature = _common.to_varying(jnp.asarray(temperature, _common.compute_dtype(zimg, ztxt)),
-                                   axis_name)
+  ids = _common.global_rows(b, axis_name) if pair_ids is None else jnp.asarray(pair_ids, jnp.int32)
+  temperature = _common.to_varying(
+    jnp.asarray(temperature, _common.compute_dtype(zimg, ztxt)), axis_name
+  )
   local = _ring_clip_local(axis_name, k, zimg, ztxt, ids, temperature)
   return _common.global_sum(local, axis_name) / (2 * b * _common.axis_size(axis_name))
 
@@ -251,8 +273,11 @@ def _siglip_forward(axis_name, k, zimg, ztxt, temperature, bias):
     txt, txt_ids = travelling
 
     def body(c, total):
-      t, t_ids, t_valid = (_sub_block(txt, c, k), _sub_block(txt_ids, c, k),
-                           _sub_block(valid, c, k))
+      t, t_ids, t_valid = (
+        _sub_block(txt, c, k),
+        _sub_block(txt_ids, c, k),
+        _sub_block(valid, c, k),
+      )
       logits = _common.similarity(zimg, t) * inv_t + bias_
       signed = jnp.where(ids[:, None] == t_ids[None, :], logits, -logits)
       terms = jnp.where(t_valid[None, :], -jax.nn.log_sigmoid(signed), 0.0)
@@ -261,8 +286,7 @@ def _siglip_forward(axis_name, k, zimg, ztxt, temperature, bias):
     return jax.lax.fori_loop(0, n_blocks, body, total), travelling
 
   travelling = (_pad_rows(ztxt, padded), _pad_rows(ids, padded, -1))
-  local, _ = _ring(n, visit, jnp.zeros((), dtype), travelling, axis_name,
-                   return_home=lambda t: ())
+  local, _ = _ring(n, visit, jnp.zeros((), dtype), travelling, axis_name, return_home=lambda t: ())
   return local, (zimg, ztxt, temperature, bias)
 
 
@@ -283,8 +307,11 @@ def _siglip_backward(axis_name, k, residuals, g):
 
     def body(c, carry):
       dimg, dinv_t, dbias, dtxt = carry
-      t, t_ids, t_valid = (_sub_block(txt, c, k), _sub_block(txt_ids, c, k),
-                           _sub_block(valid, c, k))
+      t, t_ids, t_valid = (
+        _sub_block(txt, c, k),
+        _sub_block(txt_ids, c, k),
+        _sub_block(valid, c, k),
+      )
       cosine = _common.similarity(zimg, t)
       logits = cosine * inv_t + bias_
       positive = (ids[:, None] == t_ids[None, :]).astype(dtype)
@@ -298,14 +325,23 @@ def _siglip_backward(axis_name, k, residuals, g):
     dimg, dinv_t, dbias, dtxt = jax.lax.fori_loop(0, n_blocks, body, (*home, dtxt))
     return (dimg, dinv_t, dbias), (txt, txt_ids, dtxt)
 
-  travelling = (_pad_rows(ztxt, padded), _pad_rows(ids, padded, -1),
-                jnp.zeros((padded, d), dtype))
+  travelling = (_pad_rows(ztxt, padded), _pad_rows(ids, padded, -1), jnp.zeros((padded, d), dtype))
   zero = jnp.zeros((), dtype)
-  (dimg, dinv_t, dbias), dtxt = _ring(n, visit, (jnp.zeros((b, d), dtype), zero, zero),
-                                      travelling, axis_name, return_home=lambda t: t[2])
+  (dimg, dinv_t, dbias), dtxt = _ring(
+    n,
+    visit,
+    (jnp.zeros((b, d), dtype), zero, zero),
+    travelling,
+    axis_name,
+    return_home=lambda t: t[2],
+  )
   dtemp = -dinv_t * inv_t * inv_t
-  return (dimg.astype(zimg.dtype), dtxt[:b].astype(ztxt.dtype),
-          dtemp.astype(temperature.dtype), dbias.astype(bias.dtype))
+  return (
+    dimg.astype(zimg.dtype),
+    dtxt[:b].astype(ztxt.dtype),
+    dtemp.astype(temperature.dtype),
+    dbias.astype(bias.dtype),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -317,13 +353,13 @@ _ring_siglip_local.defvjp(_siglip_forward, _siglip_backward)
 
 
 def ring_siglip_loss(
-    zimg: jax.Array,
-    ztxt: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    bias: jax.typing.ArrayLike,
-    axis_name: AxisName = None,
-    block_size: int,
+  zimg: jax.Array,
+  ztxt: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  bias: jax.typing.ArrayLike,
+  axis_name: AxisName = None,
+  block_size: int,
 ) -> jax.Array:
   """`siglip_loss` computed blockwise around the device ring; same value and gradients."""
   k = _check_block_size(block_size)

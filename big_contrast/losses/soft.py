@@ -12,7 +12,7 @@ from big_contrast.losses._common import AxisName
 
 
 def label_similarity(
-    a: jax.Array, b: jax.Array, similarity: Literal["cosine", "jaccard"] = "cosine"
+  a: jax.Array, b: jax.Array, similarity: Literal["cosine", "jaccard"] = "cosine"
 ) -> jax.Array:
   r"""[n, C], [m, C] multi-hot label sets -> [n, m] similarities in [0, 1].
 
@@ -33,12 +33,12 @@ def label_similarity(
 
 
 def soft_targets(
-    labels: jax.Array,
-    all_labels: jax.Array,
-    rows: jax.Array,
-    *,
-    similarity: Literal["cosine", "jaccard"] = "cosine",
-    soft_weight: float = 0.5,
+  labels: jax.Array,
+  all_labels: jax.Array,
+  rows: jax.Array,
+  *,
+  similarity: Literal["cosine", "jaccard"] = "cosine",
+  soft_weight: float = 0.5,
 ) -> jax.Array:
   r"""[b, C] local and [B, C] global label sets -> [b, B] rows of soft targets.
 
@@ -61,14 +61,14 @@ def soft_targets(
 
 
 def soft_contrastive_loss(
-    za: jax.Array,
-    zb: jax.Array,
-    labels: jax.Array,
-    *,
-    temperature: jax.typing.ArrayLike,
-    similarity: Literal["cosine", "jaccard"] = "cosine",
-    soft_weight: float = 0.5,
-    axis_name: AxisName = None,
+  za: jax.Array,
+  zb: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: jax.typing.ArrayLike,
+  similarity: Literal["cosine", "jaccard"] = "cosine",
+  soft_weight: float = 0.5,
+  axis_name: AxisName = None,
 ) -> jax.Array:
   r"""Symmetric soft cross-entropy: own other view plus label-set similarity targets.
 
@@ -106,10 +106,12 @@ def soft_contrastive_loss(
   temperature = _common.as_temperature(temperature, dtype)
   all_labels = _common.gather_rows(jnp.asarray(labels), axis_name)
   rows = _common.global_rows(b, axis_name)
-  targets = soft_targets(labels, all_labels, rows, similarity=similarity,
-                         soft_weight=soft_weight).astype(dtype)
+  targets = soft_targets(
+    labels, all_labels, rows, similarity=similarity, soft_weight=soft_weight
+  ).astype(dtype)
   a2b = _common.similarity(za, _common.gather_rows(zb, axis_name)) / temperature
   b2a = _common.similarity(zb, _common.gather_rows(za, axis_name)) / temperature
-  local = (jnp.sum(_common.soft_cross_entropy(a2b, targets))
-           + jnp.sum(_common.soft_cross_entropy(b2a, targets)))
+  local = jnp.sum(_common.soft_cross_entropy(a2b, targets)) + jnp.sum(
+    _common.soft_cross_entropy(b2a, targets)
+  )
   return _common.global_sum(local, axis_name) / (2 * b * _common.axis_size(axis_name))

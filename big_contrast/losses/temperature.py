@@ -14,7 +14,7 @@ itself (logits = cosine / temperature).
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -43,14 +43,14 @@ def init_bias(kind: Kind = "siglip") -> float:
   return _INIT_BIAS[kind]
 
 
-def min_temperature(kind: Kind = "clip") -> Optional[float]:
+def min_temperature(kind: Kind = "clip") -> float | None:
   """The clamp the recipe applies: 0.01 for CLIP (logit scale <= 100), None for SigLIP."""
   _check(kind)
   return _MIN_TEMPERATURE[kind]
 
 
 def temperature_from_log(
-    log_temperature: jax.typing.ArrayLike, min_temperature: Optional[float] = 0.01
+  log_temperature: jax.typing.ArrayLike, min_temperature: float | None = 0.01
 ) -> jax.Array:
   r"""Temperature from its log-parametrisation, clamped from below.
 

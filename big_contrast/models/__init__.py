@@ -1,4 +1,5 @@
 """Model zoo: towers, heads, and `build_model` from a config."""
+
 from __future__ import annotations
 
 import jax
@@ -21,8 +22,14 @@ def _image_tower(cfg, *, dtype, remat, rngs):
   raise ValueError(f"config.model.image.name={name!r}: expected one of {list(IMAGE_TOWERS)}")
 
 
-def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
-                text_max_len: int | None = None, rngs: nnx.Rngs) -> nnx.Module:
+def build_model(
+  model_cfg,
+  *,
+  task: str,
+  vocab_size: int | None = None,
+  text_max_len: int | None = None,
+  rngs: nnx.Rngs,
+) -> nnx.Module:
   """Builds the model a task trains, from `config.model`.
 
   task 'image_text' → `TwoTower`; 'multiview' → `MultiView`; 'text' → `TextOnly`.
@@ -31,23 +38,45 @@ def build_model(model_cfg, *, task: str, vocab_size: int | None = None,
   remat = model_cfg.get("remat", False)
   ddtype = layers.dtype_from_name(dtype)
   if task == "text":
-    txt = text.TextTransformer(vocab_size=vocab_size, max_len=text_max_len, dtype=dtype,
-                               remat=remat, rngs=rngs, **dict(model_cfg.text))
+    txt = text.TextTransformer(
+      vocab_size=vocab_size,
+      max_len=text_max_len,
+      dtype=dtype,
+      remat=remat,
+      rngs=rngs,
+      **dict(model_cfg.text),
+    )
     return heads.TextOnly(txt, embed_dim=model_cfg.embed_dim, dtype=ddtype, rngs=rngs)
   image = _image_tower(model_cfg.image, dtype=dtype, remat=remat, rngs=rngs)
   if task == "image_text":
-    txt = text.TextTransformer(vocab_size=vocab_size, max_len=text_max_len, dtype=dtype,
-                               remat=remat, rngs=rngs, **dict(model_cfg.text))
-    return heads.TwoTower(image, txt, embed_dim=model_cfg.embed_dim,
-                          temperature_init=model_cfg.get("temperature_init", 0.07),
-                          min_temperature=model_cfg.get("min_temperature", 0.01),
-                          bias_init=model_cfg.get("bias_init", None), dtype=ddtype, rngs=rngs)
+    txt = text.TextTransformer(
+      vocab_size=vocab_size,
+      max_len=text_max_len,
+      dtype=dtype,
+      remat=remat,
+      rngs=rngs,
+      **dict(model_cfg.text),
+    )
+    return heads.TwoTower(
+      image,
+      txt,
+      embed_dim=model_cfg.embed_dim,
+      temperature_init=model_cfg.get("temperature_init", 0.07),
+      min_temperature=model_cfg.get("min_temperature", 0.01),
+      bias_init=model_cfg.get("bias_init", None),
+      dtype=ddtype,
+      rngs=rngs,
+    )
   if task == "multiview":
-    return heads.MultiView(image, embed_dim=model_cfg.embed_dim,
-                           head_hidden=model_cfg.get("head_hidden", 2 * model_cfg.embed_dim),
-                           head_layers=model_cfg.get("head_layers", 2),
-                           head_batch_norm=model_cfg.get("head_batch_norm", False),
-                           dtype=ddtype, rngs=rngs)
+    return heads.MultiView(
+      image,
+      embed_dim=model_cfg.embed_dim,
+      head_hidden=model_cfg.get("head_hidden", 2 * model_cfg.embed_dim),
+      head_layers=model_cfg.get("head_layers", 2),
+      head_batch_norm=model_cfg.get("head_batch_norm", False),
+      dtype=ddtype,
+      rngs=rngs,
+    )
   raise ValueError(f"config.task={task!r}: expected 'image_text', 'multiview' or 'text'")
 
 
@@ -75,5 +104,12 @@ def apply_and_update(graphdef, params, rest, *inputs, **kwargs):
   return out, nnx.to_pure_dict(new_rest)
 
 
-__all__ = ["apply_and_update", "build_model", "count_params", "MultiView", "TextOnly",
-           "TwoTower", "l2_normalize"]
+__all__ = [
+  "apply_and_update",
+  "build_model",
+  "count_params",
+  "MultiView",
+  "TextOnly",
+  "TwoTower",
+  "l2_normalize",
+]

@@ -12,6 +12,7 @@ the batch's statistics); `image_features` / `encode_image` / `encode_text` are
 the evaluation passes (BatchNorm uses its running averages). Image towers take
 `train=` for this; towers without batch-dependent layers ignore it.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,17 +38,33 @@ class ProjectionMLP(nnx.Module):
   for the same reason as in `resnet.ResNet`.
   """
 
-  def __init__(self, in_dim: int, hidden: int, out_dim: int, *, layers: int = 2,
-               batch_norm: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_dim: int,
+    hidden: int,
+    out_dim: int,
+    *,
+    layers: int = 2,
+    batch_norm: bool = False,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if layers < 1:
       raise ValueError(f"config.model.head_layers={layers} must be at least 1")
     dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-    self.linears = nnx.List([
+    self.linears = nnx.List(
+      [
         nnx.Linear(a, b, use_bias=(i < layers - 1 and not batch_norm), dtype=dtype, rngs=rngs)
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))])
-    self.norms = nnx.List([
-        nnx.BatchNorm(hidden, momentum=0.9, dtype=dtype, rngs=rngs)
-        for _ in range(layers - 1)]) if batch_norm else None
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))
+      ]
+    )
+    self.norms = (
+      nnx.List(
+        [nnx.BatchNorm(hidden, momentum=0.9, dtype=dtype, rngs=rngs) for _ in range(layers - 1)]
+      )
+      if batch_norm
+      else None
+    )
 
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     for i, lin in enumerate(self.linears):
@@ -62,9 +79,18 @@ class ProjectionMLP(nnx.Module):
 class TwoTower(nnx.Module):
   """(images [B,H,W,C], tokens [B,L]) → dict(zimg [B,D], ztxt [B,D], temperature[, bias])."""
 
-  def __init__(self, image: nnx.Module, text: nnx.Module, *, embed_dim: int,
-               temperature_init: float = 0.07, min_temperature: float | None = 0.01,
-               bias_init: float | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image: nnx.Module,
+    text: nnx.Module,
+    *,
+    embed_dim: int,
+    temperature_init: float = 0.07,
+    min_temperature: float | None = 0.01,
+    bias_init: float | None = None,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.image, self.text = image, text
     self.image_proj = nnx.Linear(image.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
     self.text_proj = nnx.Linear(text.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
@@ -86,8 +112,11 @@ class TwoTower(nnx.Module):
     return losses.temperature_from_log(self.log_temperature[...], self.min_temperature)
 
   def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
-    out = dict(zimg=self.encode_image(images, train=True), ztxt=self.encode_text(tokens),
-               temperature=self.temperature())
+    out = dict(
+      zimg=self.encode_image(images, train=True),
+      ztxt=self.encode_text(tokens),
+      temperature=self.temperature(),
+    )
     if self.bias is not None:
       out["bias"] = self.bias[...]
     return out
@@ -96,12 +125,27 @@ class TwoTower(nnx.Module):
 class MultiView(nnx.Module):
   """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head."""
 
-  def __init__(self, image: nnx.Module, *, embed_dim: int, head_hidden: int,
-               head_layers: int = 2, head_batch_norm: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image: nnx.Module,
+    *,
+    embed_dim: int,
+    head_hidden: int,
+    head_layers: int = 2,
+    head_batch_norm: bool = False,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.image = image
-    self.head = ProjectionMLP(image.width, head_hidden, embed_dim, layers=head_layers,
-                              batch_norm=head_batch_norm, dtype=dtype, rngs=rngs)
+    self.head = ProjectionMLP(
+      image.width,
+      head_hidden,
+      embed_dim,
+      layers=head_layers,
+      batch_norm=head_batch_norm,
+      dtype=dtype,
+      rngs=rngs,
+    )
 
   def image_features(self, images: jax.Array) -> jax.Array:
     return self.image(images, train=False).astype(jnp.float32)
@@ -138,8 +182,9 @@ class TextOnly(nnx.Module):
   def encode_text(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     return l2_normalize(self.text_proj(self.text(tokens, dropout_key)))
 
-  def __call__(self, tokens: jax.Array, dropout_key: jax.Array | None = None
-               ) -> dict[str, jax.Array]:
+  def __call__(
+    self, tokens: jax.Array, dropout_key: jax.Array | None = None
+  ) -> dict[str, jax.Array]:
     b = tokens.shape[0]
     z = self.encode_text(jnp.repeat(tokens, 2, axis=0), dropout_key)
     return dict(z=z.reshape(b, 2, -1))

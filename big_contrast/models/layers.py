@@ -3,6 +3,7 @@
 Parameters are kept in float32 (`param_dtype`); activations are computed in
 `dtype` (bfloat16 on accelerators). Nothing here knows about losses or data.
 """
+
 from __future__ import annotations
 
 import jax
@@ -43,21 +44,30 @@ class EncoderBlock(nnx.Module):
   add (BERT's hidden dropout), only when the call is given a `dropout_key`.
   """
 
-  def __init__(self, width: int, heads: int, mlp_dim: int, *, dtype, dropout: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, width: int, heads: int, mlp_dim: int, *, dtype, dropout: float = 0.0, rngs: nnx.Rngs
+  ):
     if width % heads:
       raise ValueError(f"model width {width} is not divisible by heads {heads}")
     self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
-        num_heads=heads, in_features=width, qkv_features=width,
-        kernel_init=nnx.initializers.xavier_uniform(), dtype=dtype,
-        decode=False, deterministic=True, keep_rngs=False, rngs=rngs)
+      num_heads=heads,
+      in_features=width,
+      qkv_features=width,
+      kernel_init=nnx.initializers.xavier_uniform(),
+      dtype=dtype,
+      decode=False,
+      deterministic=True,
+      keep_rngs=False,
+      rngs=rngs,
+    )
     self.ln2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.mlp = MlpBlock(width, mlp_dim, dtype=dtype, rngs=rngs)
     self.dropout = dropout
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               dropout_key: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, mask: jax.Array | None = None, dropout_key: jax.Array | None = None
+  ) -> jax.Array:
     k1 = k2 = None
     if dropout_key is not None:
       k1, k2 = jax.random.split(dropout_key)
@@ -72,18 +82,35 @@ class Encoder(nnx.Module):
   pass instead of stored (trading ~30% more compute for O(1)-in-depth memory).
   """
 
-  def __init__(self, width: int, depth: int, heads: int, mlp_dim: int, *,
-               dtype, remat: bool = False, dropout: float = 0.0, rngs: nnx.Rngs):
-    self.blocks = nnx.List([
+  def __init__(
+    self,
+    width: int,
+    depth: int,
+    heads: int,
+    mlp_dim: int,
+    *,
+    dtype,
+    remat: bool = False,
+    dropout: float = 0.0,
+    rngs: nnx.Rngs,
+  ):
+    self.blocks = nnx.List(
+      [
         EncoderBlock(width, heads, mlp_dim, dtype=dtype, dropout=dropout, rngs=rngs)
-        for _ in range(depth)])
+        for _ in range(depth)
+      ]
+    )
     self.ln = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.remat = remat
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               dropout_key: jax.Array | None = None) -> jax.Array:
-    keys = ([None] * len(self.blocks) if dropout_key is None
-            else list(jax.random.split(dropout_key, len(self.blocks))))
+  def __call__(
+    self, x: jax.Array, mask: jax.Array | None = None, dropout_key: jax.Array | None = None
+  ) -> jax.Array:
+    keys = (
+      [None] * len(self.blocks)
+      if dropout_key is None
+      else list(jax.random.split(dropout_key, len(self.blocks)))
+    )
     for block, key in zip(self.blocks, keys):
       if self.remat and key is None:
         x = nnx.remat(lambda b, y: b(y, mask))(block, x)
@@ -94,12 +121,12 @@ class Encoder(nnx.Module):
     return self.ln(x)
 
 
-def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.) -> np.ndarray:
+def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
   """Fixed 2-D sine-cosine position embedding, [height*width, dim]."""
   if dim % 4:
     raise ValueError(f"sincos position embedding needs width % 4 == 0, got {dim}")
   y, x = np.mgrid[:height, :width]
-  omega = 1. / temperature ** (np.arange(dim // 4) / (dim // 4 - 1 or 1))
+  omega = 1.0 / temperature ** (np.arange(dim // 4) / (dim // 4 - 1 or 1))
   y = y.reshape(-1)[:, None] * omega[None]
   x = x.reshape(-1)[:, None] * omega[None]
   return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], 1).astype(np.float32)
@@ -110,7 +137,8 @@ def dtype_from_name(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
   except KeyError:
     raise ValueError(
-        f"config.model.dtype={name!r}: expected float32, bfloat16 or float16") from None
+      f"config.model.dtype={name!r}: expected float32, bfloat16 or float16"
+    ) from None
 
 
 def image_input(images: jax.Array, dtype) -> jax.Array:

@@ -26,6 +26,7 @@ is set:
 
 This module knows nothing about training or data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,9 @@ def _checkpoint_state_dir(path: str, step: int | None) -> str:
   return path
 
 
-def read_checkpoint(path: str, *, step: int | None = None,
-                    collections: Sequence[str] = ("params", "rest")) -> dict[str, np.ndarray]:
+def read_checkpoint(
+  path: str, *, step: int | None = None, collections: Sequence[str] = ("params", "rest")
+) -> dict[str, np.ndarray]:
   """The parameters (and non-trainable state) of a big_contrast checkpoint, by name.
 
   path: a workdir, its `checkpoints` dir, a step dir or the step's `state` dir;
@@ -87,10 +89,12 @@ def read_checkpoint(path: str, *, step: int | None = None,
   from `rest` are included so a ResNet continues with its running averages.
   """
   import orbax.checkpoint as ocp  # noqa: PLC0415 — only this reader needs Orbax
+
   state_dir = _checkpoint_state_dir(path, step)
   if not os.path.isdir(state_dir):
-    raise FileNotFoundError(f"no big_contrast checkpoint under {path!r} (expected "
-                            f"<workdir>/checkpoints/<step>/state)")
+    raise FileNotFoundError(
+      f"no big_contrast checkpoint under {path!r} (expected <workdir>/checkpoints/<step>/state)"
+    )
   restored = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
   flat = {}
   for name in collections:
@@ -101,23 +105,30 @@ def read_checkpoint(path: str, *, step: int | None = None,
 @dataclasses.dataclass
 class LoadReport:
   """What `load_into` did, name by name."""
+
   matched: list[str] = dataclasses.field(default_factory=list)
   adapted: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
-  missing: list[str] = dataclasses.field(default_factory=list)        # kept their init
+  missing: list[str] = dataclasses.field(default_factory=list)  # kept their init
   shape_mismatch: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
-  unused: list[str] = dataclasses.field(default_factory=list)         # source names not loaded
+  unused: list[str] = dataclasses.field(default_factory=list)  # source names not loaded
 
   def summary(self, max_names: int = 10) -> str:
     def names(items):
       items = [i if isinstance(i, str) else f"{i[0]} {i[1]}→{i[2]}" for i in items]
       more = f", … (+{len(items) - max_names})" if len(items) > max_names else ""
       return ", ".join(items[:max_names]) + more
-    lines = [f"loaded {len(self.matched)} arrays, adapted {len(self.adapted)}, "
-             f"kept init for {len(self.missing)} missing and "
-             f"{len(self.shape_mismatch)} shape-mismatched, {len(self.unused)} unused"]
-    for label, items in (("adapted", self.adapted), ("missing", self.missing),
-                         ("shape mismatch (source→target)", self.shape_mismatch),
-                         ("unused", self.unused)):
+
+    lines = [
+      f"loaded {len(self.matched)} arrays, adapted {len(self.adapted)}, "
+      f"kept init for {len(self.missing)} missing and "
+      f"{len(self.shape_mismatch)} shape-mismatched, {len(self.unused)} unused"
+    ]
+    for label, items in (
+      ("adapted", self.adapted),
+      ("missing", self.missing),
+      ("shape mismatch (source→target)", self.shape_mismatch),
+      ("unused", self.unused),
+    ):
       if items:
         lines.append(f"  {label}: {names(items)}")
     return "\n".join(lines)
@@ -137,8 +148,9 @@ def adapt_input_channels(kernel: np.ndarray, channels: int, mode: str) -> np.nda
     return out
   if mode == "zero":
     if channels < c_old:
-      raise ValueError(f"adapt='zero' cannot drop input channels ({c_old} → {channels}); "
-                       f"use adapt='repeat'")
+      raise ValueError(
+        f"adapt='zero' cannot drop input channels ({c_old} → {channels}); use adapt='repeat'"
+      )
     out = np.zeros(kernel.shape[:-2] + (channels, kernel.shape[-1]), kernel.dtype)
     out[..., :c_old, :] = kernel
     return out
@@ -146,14 +158,19 @@ def adapt_input_channels(kernel: np.ndarray, channels: int, mode: str) -> np.nda
 
 
 def _only_input_channels_differ(src: tuple, tgt: tuple) -> bool:
-  return (len(src) == len(tgt) >= 3 and src[:-2] == tgt[:-2] and src[-1] == tgt[-1]
-          and src[-2] != tgt[-2])
+  return (
+    len(src) == len(tgt) >= 3 and src[:-2] == tgt[:-2] and src[-1] == tgt[-1] and src[-2] != tgt[-2]
+  )
 
 
-def load_into(target: Mapping, source: Mapping[str, np.ndarray], *,
-              rename: Sequence[tuple[str, str]] = (), adapt: str | None = None,
-              adapt_pattern: str = r".*(embed|stem)/kernel",
-              ) -> tuple[dict, LoadReport]:
+def load_into(
+  target: Mapping,
+  source: Mapping[str, np.ndarray],
+  *,
+  rename: Sequence[tuple[str, str]] = (),
+  adapt: str | None = None,
+  adapt_pattern: str = r".*(embed|stem)/kernel",
+) -> tuple[dict, LoadReport]:
   """Copies matching source arrays into a pure-dict `target`; returns (new tree, report).
 
   target: nested dict of arrays (host or device; the result holds NumPy arrays
@@ -176,8 +193,7 @@ def load_into(target: Mapping, source: Mapping[str, np.ndarray], *,
   used = set()
 
   def load(path, leaf):
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
-                    for k in path)
+    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
     if name not in renamed:
       report.missing.append(name)
       return leaf
@@ -198,8 +214,9 @@ def load_into(target: Mapping, source: Mapping[str, np.ndarray], *,
   return new, report
 
 
-def load_into_state(state: Mapping, shardings: Mapping, source: Mapping[str, np.ndarray],
-                    **kwargs) -> tuple[dict, LoadReport]:
+def load_into_state(
+  state: Mapping, shardings: Mapping, source: Mapping[str, np.ndarray], **kwargs
+) -> tuple[dict, LoadReport]:
   """A train state with `params` (and `rest`) loaded from `source`, placed per `shardings`.
 
   The optimizer state and step are kept (a fresh optimizer for continual

@@ -21,6 +21,7 @@ Normalisation (`norm`):
 `__call__(images, train=...)`: train=True normalises with the batch's statistics
 and updates the running averages; train=False uses the running averages.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,11 +35,11 @@ from big_contrast.models import layers
 
 # depth: (block kind, blocks per stage)
 RESNET_SIZES = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
+  18: ("basic", (2, 2, 2, 2)),
+  34: ("basic", (3, 4, 6, 3)),
+  50: ("bottleneck", (3, 4, 6, 3)),
+  101: ("bottleneck", (3, 4, 23, 3)),
+  152: ("bottleneck", (3, 8, 36, 3)),
 }
 
 # He (fan-out) initialisation of conv kernels, as in the ResNet paper's codebases.
@@ -48,16 +49,31 @@ _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 class Norm(nnx.Module):
   """BatchNorm or GroupNorm over the channel axis, chosen by name."""
 
-  def __init__(self, channels: int, *, kind: str, zero_init: bool = False, momentum: float,
-               dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    *,
+    kind: str,
+    zero_init: bool = False,
+    momentum: float,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     scale_init = nnx.initializers.zeros if zero_init else nnx.initializers.ones
     self.kind = kind
     if kind == "batch":
-      self.norm = nnx.BatchNorm(channels, momentum=momentum, epsilon=1e-5, dtype=dtype,
-                                scale_init=scale_init, rngs=rngs)
+      self.norm = nnx.BatchNorm(
+        channels, momentum=momentum, epsilon=1e-5, dtype=dtype, scale_init=scale_init, rngs=rngs
+      )
     elif kind == "group":
-      self.norm = nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), epsilon=1e-5,
-                                dtype=dtype, scale_init=scale_init, rngs=rngs)
+      self.norm = nnx.GroupNorm(
+        channels,
+        num_groups=math.gcd(32, channels),
+        epsilon=1e-5,
+        dtype=dtype,
+        scale_init=scale_init,
+        rngs=rngs,
+      )
     else:
       raise ValueError(f"ResNet norm={kind!r}: expected 'batch' or 'group'")
 
@@ -69,6 +85,7 @@ class Norm(nnx.Module):
 
 class BasicBlock(nnx.Module):
   """3×3 → 3×3 residual block (ResNet-18/34); output channels = `channels`."""
+
   expansion = 1
 
   def __init__(self, in_ch: int, channels: int, stride: int, *, norm, conv, rngs: nnx.Rngs):
@@ -89,6 +106,7 @@ class BasicBlock(nnx.Module):
 
 class Bottleneck(nnx.Module):
   """1×1 → 3×3 (strided) → 1×1 residual block (ResNet-50+); output = 4 × `channels`."""
+
   expansion = 4
 
   def __init__(self, in_ch: int, channels: int, stride: int, *, norm, conv, rngs: nnx.Rngs):
@@ -121,10 +139,22 @@ class ResNet(nnx.Module):
   every block starts as the identity (Goyal et al., 2017).
   """
 
-  def __init__(self, *, depth: int = 50, channels: int = 3, width_multiplier: int = 1,
-               base_width: int = 64, norm: str = "batch", bn_momentum: float = 0.9,
-               stem: str = "imagenet", zero_init_residual: bool = True, image_size: int | None = None,
-               dtype="float32", remat: bool = False, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    depth: int = 50,
+    channels: int = 3,
+    width_multiplier: int = 1,
+    base_width: int = 64,
+    norm: str = "batch",
+    bn_momentum: float = 0.9,
+    stem: str = "imagenet",
+    zero_init_residual: bool = True,
+    image_size: int | None = None,
+    dtype="float32",
+    remat: bool = False,
+    rngs: nnx.Rngs,
+  ):
     del image_size, remat  # any size works; blocks are small enough to keep activations
     if depth not in RESNET_SIZES:
       raise ValueError(f"ResNet depth={depth}: expected one of {sorted(RESNET_SIZES)}")
@@ -133,12 +163,19 @@ class ResNet(nnx.Module):
     self.dtype = layers.dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     kind, blocks = RESNET_SIZES[depth]
     block_cls = BasicBlock if kind == "basic" else Bottleneck
-    conv = partial(nnx.Conv, use_bias=False, padding="SAME", kernel_init=_conv_init,
-                   dtype=self.dtype)
+    conv = partial(
+      nnx.Conv, use_bias=False, padding="SAME", kernel_init=_conv_init, dtype=self.dtype
+    )
 
     def make_norm(ch, zero_init=False):
-      return Norm(ch, kind=norm, zero_init=zero_init and zero_init_residual,
-                  momentum=bn_momentum, dtype=self.dtype, rngs=rngs)
+      return Norm(
+        ch,
+        kind=norm,
+        zero_init=zero_init and zero_init_residual,
+        momentum=bn_momentum,
+        dtype=self.dtype,
+        rngs=rngs,
+      )
 
     stem_width = base_width * width_multiplier
     self.stem_kind = stem
@@ -149,7 +186,7 @@ class ResNet(nnx.Module):
     self.stem_norm = make_norm(stem_width)
     stages, in_ch = [], stem_width
     for i, n in enumerate(blocks):
-      ch = base_width * width_multiplier * 2 ** i
+      ch = base_width * width_multiplier * 2**i
       stage = []
       for j in range(n):
         stride = 2 if (i > 0 and j == 0) else 1

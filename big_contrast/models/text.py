@@ -6,6 +6,7 @@ appends EOS), `pool='mean'` averages the non-pad tokens. `dropout` > 0 (SimCSE)
 drops the embeddings and each block's branch outputs, only in calls given a
 `dropout_key`; evaluation calls pass none and are deterministic.
 """
+
 from __future__ import annotations
 
 import jax
@@ -16,33 +17,53 @@ from big_contrast.models import layers
 
 
 class TextTransformer(nnx.Module):
-
-  def __init__(self, *, vocab_size: int, max_len: int, width: int, depth: int, heads: int,
-               mlp_dim: int | None = None, causal: bool = True, pool: str = "eos",
-               pad_id: int = 0, dtype="float32", remat: bool = False, dropout: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    vocab_size: int,
+    max_len: int,
+    width: int,
+    depth: int,
+    heads: int,
+    mlp_dim: int | None = None,
+    causal: bool = True,
+    pool: str = "eos",
+    pad_id: int = 0,
+    dtype="float32",
+    remat: bool = False,
+    dropout: float = 0.0,
+    rngs: nnx.Rngs,
+  ):
     if pool not in ("eos", "mean"):
       raise ValueError(f"text pool={pool!r}: expected 'eos' or 'mean'")
     self.dtype = layers.dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     self.width, self.causal, self.pool, self.pad_id = width, causal, pool, pad_id
-    self.tok = nnx.Embed(vocab_size, width, embedding_init=nnx.initializers.normal(0.02),
-                         dtype=self.dtype, rngs=rngs)
+    self.tok = nnx.Embed(
+      vocab_size, width, embedding_init=nnx.initializers.normal(0.02), dtype=self.dtype, rngs=rngs
+    )
     self.pos = nnx.Param(nnx.initializers.normal(0.01)(rngs.params(), (1, max_len, width)))
-    self.encoder = layers.Encoder(width, depth, heads, mlp_dim or 4 * width,
-                                  dtype=self.dtype, remat=remat, dropout=dropout, rngs=rngs)
+    self.encoder = layers.Encoder(
+      width,
+      depth,
+      heads,
+      mlp_dim or 4 * width,
+      dtype=self.dtype,
+      remat=remat,
+      dropout=dropout,
+      rngs=rngs,
+    )
     self.dropout = dropout
 
-  def token_features(self, tokens: jax.Array,
-                     dropout_key: jax.Array | None = None) -> jax.Array:
+  def token_features(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """Token ids [B, L] → per-token outputs [B, L, width], before pooling."""
     length = tokens.shape[1]
-    valid = tokens != self.pad_id                                   # [B, L]
+    valid = tokens != self.pad_id  # [B, L]
     x = self.tok(tokens) + self.pos[:, :length].astype(self.dtype)
     k_embed = k_encoder = None
     if dropout_key is not None:
       k_embed, k_encoder = jax.random.split(dropout_key)
     x = layers.dropout(x, self.dropout, k_embed)
-    mask = nnx.make_attention_mask(valid, valid)                    # [B, 1, L, L]
+    mask = nnx.make_attention_mask(valid, valid)  # [B, 1, L, L]
     if self.causal:
       mask = nnx.combine_masks(mask, nnx.make_causal_mask(tokens))
     # A row with no valid key (padding query) would softmax over nothing: let
@@ -52,7 +73,7 @@ class TextTransformer(nnx.Module):
 
   def __call__(self, tokens: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """Token ids [B, L] → pooled features [B, width]."""
-    valid = tokens != self.pad_id                                   # [B, L]
+    valid = tokens != self.pad_id  # [B, L]
     x = self.token_features(tokens, dropout_key)
     if self.pool == "mean":
       w = valid.astype(x.dtype)[..., None]

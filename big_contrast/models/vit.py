@@ -3,6 +3,7 @@
 `ViT(variant="B/16")` names the published sizes; `width/depth/heads/mlp_dim`
 override them for small models. Output: pooled features [B, width].
 """
+
 from __future__ import annotations
 
 import re
@@ -15,13 +16,13 @@ from big_contrast.models import layers
 
 # name: (width, depth, mlp_dim, heads), as published (So400m: Alabdulmohsin et al., 2023).
 VIT_SIZES = {
-    "Ti": (192, 12, 768, 3),
-    "S": (384, 12, 1536, 6),
-    "M": (512, 12, 2048, 8),
-    "B": (768, 12, 3072, 12),
-    "L": (1024, 24, 4096, 16),
-    "So400m": (1152, 27, 4304, 16),
-    "H": (1280, 32, 5120, 16),
+  "Ti": (192, 12, 768, 3),
+  "S": (384, 12, 1536, 6),
+  "M": (512, 12, 2048, 8),
+  "B": (768, 12, 3072, 12),
+  "L": (1024, 24, 4096, 16),
+  "So400m": (1152, 27, 4304, 16),
+  "H": (1280, 32, 5120, 16),
 }
 
 
@@ -29,8 +30,10 @@ def parse_variant(variant: str) -> dict:
   """'B/16' → dict(width=768, depth=12, mlp_dim=3072, heads=12, patch=16)."""
   m = re.fullmatch(r"(\w+)/(\d+)", variant)
   if not m or m.group(1) not in VIT_SIZES:
-    raise ValueError(f"unknown ViT variant {variant!r}; expected <size>/<patch> with size "
-                     f"in {sorted(VIT_SIZES)}, e.g. 'B/16'")
+    raise ValueError(
+      f"unknown ViT variant {variant!r}; expected <size>/<patch> with size "
+      f"in {sorted(VIT_SIZES)}, e.g. 'B/16'"
+    )
   width, depth, mlp_dim, heads = VIT_SIZES[m.group(1)]
   return dict(width=width, depth=depth, mlp_dim=mlp_dim, heads=heads, patch=int(m.group(2)))
 
@@ -41,8 +44,15 @@ class MAPHead(nnx.Module):
   def __init__(self, width: int, heads: int, mlp_dim: int, *, dtype, rngs: nnx.Rngs):
     self.probe = nnx.Param(nnx.initializers.xavier_uniform()(rngs.params(), (1, 1, width)))
     self.attn = nnx.MultiHeadAttention(
-        num_heads=heads, in_features=width, kernel_init=nnx.initializers.xavier_uniform(),
-        dtype=dtype, decode=False, deterministic=True, keep_rngs=False, rngs=rngs)
+      num_heads=heads,
+      in_features=width,
+      kernel_init=nnx.initializers.xavier_uniform(),
+      dtype=dtype,
+      decode=False,
+      deterministic=True,
+      keep_rngs=False,
+      rngs=rngs,
+    )
     self.ln = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.mlp = layers.MlpBlock(width, mlp_dim, dtype=dtype, rngs=rngs)
 
@@ -60,10 +70,23 @@ class ViT(nnx.Module):
   pool: 'cls' (prepended token), 'gap' (mean of patch tokens) or 'map'.
   """
 
-  def __init__(self, *, image_size: int, channels: int = 3, variant: str | None = None,
-               width: int | None = None, depth: int | None = None, heads: int | None = None,
-               mlp_dim: int | None = None, patch: int | None = None, posemb: str = "learn",
-               pool: str = "gap", dtype="float32", remat: bool = False, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    image_size: int,
+    channels: int = 3,
+    variant: str | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    heads: int | None = None,
+    mlp_dim: int | None = None,
+    patch: int | None = None,
+    posemb: str = "learn",
+    pool: str = "gap",
+    dtype="float32",
+    remat: bool = False,
+    rngs: nnx.Rngs,
+  ):
     dims = parse_variant(variant) if variant else {}
     given = dict(width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, patch=patch)
     dims.update({k: v for k, v in given.items() if v is not None})
@@ -77,8 +100,9 @@ class ViT(nnx.Module):
     self.width, self.pool, self.patch = dims["width"], pool, dims["patch"]
     self.dtype = layers.dtype_from_name(dtype) if isinstance(dtype, str) else dtype
     w, p = dims["width"], dims["patch"]
-    self.embed = nnx.Conv(channels, w, kernel_size=(p, p), strides=(p, p), padding="VALID",
-                          dtype=self.dtype, rngs=rngs)
+    self.embed = nnx.Conv(
+      channels, w, kernel_size=(p, p), strides=(p, p), padding="VALID", dtype=self.dtype, rngs=rngs
+    )
     grid = image_size // p
     if posemb == "learn":
       self.pos = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (1, grid * grid, w)))
@@ -88,8 +112,9 @@ class ViT(nnx.Module):
       raise ValueError(f"ViT posemb={posemb!r}: expected 'learn' or 'sincos2d'")
     if pool == "cls":
       self.cls = nnx.Param(jnp.zeros((1, 1, w)))
-    self.encoder = layers.Encoder(w, dims["depth"], dims["heads"], dims["mlp_dim"],
-                                  dtype=self.dtype, remat=remat, rngs=rngs)
+    self.encoder = layers.Encoder(
+      w, dims["depth"], dims["heads"], dims["mlp_dim"], dtype=self.dtype, remat=remat, rngs=rngs
+    )
     if pool == "map":
       self.map_head = MAPHead(w, dims["heads"], dims["mlp_dim"], dtype=self.dtype, rngs=rngs)
 
