@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import einops
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -33,12 +34,12 @@ from jax.sharding import PartitionSpec as P
 
 def _chunk(x: jax.Array, k: int) -> jax.Array:
   """[B, ...] → [k, B/k, ...], chunk i holding rows i, i+k, i+2k, …"""
-  return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+  return einops.rearrange(x, "(n k) ... -> k n ...", k=k)
 
 
 def _unchunk(x: jax.Array) -> jax.Array:
   """Inverse of `_chunk`: [k, B/k, ...] → [B, ...]."""
-  return x.swapaxes(0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  return einops.rearrange(x, "k n ... -> (n k) ...")
 
 
 def loss_and_grads(

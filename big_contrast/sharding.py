@@ -62,15 +62,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def path_str(path) -> str:
   """'image/encoder/blocks/0/attn/query/kernel' for a jax key path."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def _fsdp_spec(shape: tuple[int, ...], axis: str, axis_size: int) -> P:

@@ -1,6 +1,9 @@
-"""Where training metrics go: TensorBoard event files (no TensorFlow) and a progress line.
+"""Where training metrics go: TensorBoard event files (no TensorFlow), JSONL, a progress line.
 
-Only process 0 writes; every process may call.
+clu's `metric_writers` and `periodic_actions` would serve here but import
+TensorFlow, which the core install must not need; the writer keeps their
+interface (`write_scalars(step, scalars)`, `flush`, `close`). Only process 0
+writes; every process may call.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import time
 from collections.abc import Mapping
 
 import jax
+import numpy as np
+import tensorboardX
 from etils import epath
 
 
@@ -21,8 +26,6 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self._writer = self._jsonl = None
     if jax.process_index() == 0:
-      import tensorboardX  # noqa: PLC0415 — only the writing process needs it
-
       self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
       self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
 
@@ -45,6 +48,44 @@ class MetricWriter:
       self._writer.close()
       self._jsonl.close()
       self._writer = self._jsonl = None
+
+
+class MetricWindow:
+  """The train step's metrics between two log lines, reduced when the line is due.
+
+  Steps are kept on the device until `reduce`, which fetches them in one
+  transfer and returns each metric's mean over the window; `data/skipped` (bad
+  records dropped by the input pipeline) becomes the running total since this
+  process started. `reduce` also stops the run once `max_nonfinite_steps`
+  updates in a row were skipped for non-finite gradients, naming the step.
+  """
+
+  def __init__(self, max_nonfinite_steps: int):
+    self._pending: list[dict] = []
+    self._limit = max_nonfinite_steps
+    self._skipped_total = 0
+
+  def add(self, metrics: Mapping[str, jax.Array]) -> None:
+    self._pending.append(metrics)
+
+  def reduce(self, step: int) -> dict[str, float]:
+    """Means over the steps added since the last call; `step` is the last one's number."""
+    fetched = jax.device_get(self._pending)
+    self._pending = []
+    first = step - len(fetched) + 1
+    for i, m in enumerate(fetched):
+      if int(m["nonfinite_in_a_row"]) >= self._limit:
+        raise FloatingPointError(
+          f"{int(m['nonfinite_in_a_row'])} non-finite steps in a row at step {first + i} "
+          f"(config.max_nonfinite_steps={self._limit}); those updates were skipped, the "
+          "parameters are the last finite ones, and no checkpoint was written from "
+          "non-finite values"
+        )
+    scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    if "data/skipped" in scalars:
+      self._skipped_total += sum(int(m["data/skipped"]) for m in fetched)
+      scalars["data/skipped"] = self._skipped_total
+    return scalars
 
 
 class Progress:

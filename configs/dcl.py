@@ -24,6 +24,8 @@ import math
 
 from big_contrast import config_lib
 
+common = config_lib.sibling_module(__file__, "common.py")
+
 VARIANTS = ("tiny", "resnet50")
 
 
@@ -31,11 +33,11 @@ def get_config(arg: str = "tiny"):
   if arg not in VARIANTS:
     raise ValueError(f"configs/dcl.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}")
   c = config_lib.sibling_config(__file__, "simclr.py", arg)
-  c.loss.name = "dcl"
+  c.loss = config_lib.loss_config("dcl", temperature=c.loss.temperature)
   if arg == "resnet50":
     c.batch_size = 256  # abstract: batch 256
-    c.total_steps = 1_000_913  # abstract: 200 epochs (1,281,167·200 // 256 + 1)
+    c.total_steps = config_lib.steps_for_epochs(200, common.IMAGENET_1K_TRAIN, c.batch_size)
     c.optim.lr = 0.075 * math.sqrt(c.batch_size)  # SimCLR's sqrt rule; unverified for DCL
-    c.optim.warmup_steps = 50_045  # 10 epochs; unverified
+    c.optim.warmup_steps = 10 * common.IMAGENET_1K_TRAIN // c.batch_size  # unverified
     c.loss.temperature = 0.1  # unverified
   return c

@@ -27,8 +27,6 @@ drop_last) = 78,000 steps.
   python -m big_contrast.train --config=configs/debiased.py:tiny --workdir=/tmp/debiased
 """
 
-import ml_collections
-
 from big_contrast import config_lib
 
 VARIANTS = ("tiny", "cifar10_resnet50")
@@ -40,9 +38,10 @@ def get_config(arg: str = "tiny"):
       f"configs/debiased.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
     )
   c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "resnet50")
-  c.loss.name = "debiased"
-  c.loss.tau_plus = 0.1  # 1 / number of classes
-  c.loss.beta = 0.0
+  # τ⁺ = 0.1: 1 / number of classes; β = 0: no hard-negative reweighting.
+  c.loss = config_lib.loss_config(
+    "debiased", temperature=c.loss.temperature, tau_plus=0.1, beta=0.0
+  )
   if arg == "cifar10_resnet50":
     c.data.image_size = 32
     # HCL image/utils.py: default RandomResizedCrop area (0.08-1), blur p 0.5 with
@@ -54,17 +53,15 @@ def get_config(arg: str = "tiny"):
     c.loss.temperature = 0.5  # DCL main.py --temperature default
     c.batch_size = 256  # DCL main.py --batch_size default
     c.total_steps = 78_000  # 400 epochs × 195 full batches of CIFAR-10's 50,000
-    c.optim = ml_collections.ConfigDict(
-      dict(
-        name="adamw",
-        lr=1e-3,
-        warmup_steps=0,
-        weight_decay=1e-6,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-8,
-        grad_clip_norm=0.0,
-        end_lr_fraction=1.0,
-      )
+    c.optim = config_lib.optim_config(
+      name="adamw",
+      lr=1e-3,
+      warmup_steps=0,
+      weight_decay=1e-6,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=0.0,
+      end_lr_fraction=1.0,
     )
   return c

@@ -20,6 +20,8 @@ SimCLR's ResNet-50 settings (configs/simclr.py) carried over.
 
 from big_contrast import config_lib
 
+common = config_lib.sibling_module(__file__, "common.py")
+
 VARIANTS = ("tiny", "resnet50")
 
 
@@ -29,16 +31,15 @@ def get_config(arg: str = "tiny"):
       f"configs/polyview.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
     )
   c = config_lib.sibling_config(__file__, "simclr.py", arg)
-  c.loss.name = "polyview"
-  c.loss.variant = "geometric"
+  c.loss = config_lib.loss_config("polyview", temperature=c.loss.temperature, variant="geometric")
   if arg == "tiny":
     c.data.num_views = 4
     c.batch_size = 64
   else:
     c.data.num_views = 8  # unverified
     c.batch_size = 256  # abstract: batch size 256
-    c.total_steps = 640_584  # abstract: 128 epochs (1,281,167·128 // 256 + 1)
+    c.total_steps = config_lib.steps_for_epochs(128, common.IMAGENET_1K_TRAIN, c.batch_size)
     c.optim.lr = 0.3 * c.batch_size * c.data.num_views / 256  # unverified
-    c.optim.warmup_steps = 50_045  # 10 epochs; unverified
+    c.optim.warmup_steps = 10 * common.IMAGENET_1K_TRAIN // c.batch_size  # unverified
     c.loss.temperature = 0.1  # unverified
   return c

@@ -42,8 +42,7 @@ def get_config(arg: str = "tiny"):
       f"configs/siglip.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
     )
   c = config_lib.sibling_config(__file__, "clip.py", arg)
-  c.loss.name = "siglip"
-  c.loss.identical_texts_positive = False  # not used by the sigmoid loss
+  c.loss = config_lib.loss_config("siglip", block_size=c.loss.block_size)
   c.model.temperature_init = 0.1  # §3.2/§4.9: t' = log 10, i.e. t = 10 = 1/0.1
   c.model.min_temperature = None
   c.model.bias_init = -10.0  # §3.2/§4.9: b = −10
@@ -65,16 +64,7 @@ def get_config(arg: str = "tiny"):
     # big_vision/optax.py), while optax.adamw multiplies its decay by the scheduled
     # lr, so the same decay here is wd / lr = 1e-4 / 1e-3 = 0.1.
     # Warm-up: App. A's 200M examples (≈ 6.1k steps at 32k), stated for SigLiT only.
-    c.optim = ml_collections.ConfigDict(
-      dict(
-        lr=1e-3,
-        warmup_steps=6_104,
-        weight_decay=0.1,
-        b1=0.9,
-        b2=0.95,
-        eps=1e-8,
-        grad_clip_norm=1.0,
-        end_lr_fraction=0.0,
-      )
+    c.optim = config_lib.optim_config(
+      lr=1e-3, warmup_steps=6_104, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, grad_clip_norm=1.0
     )
   return c

@@ -35,7 +35,6 @@ resumed run is identical to an uninterrupted one. Variants:
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from big_contrast import config_lib
 
@@ -43,60 +42,35 @@ VARIANTS = ("tiny", "bert_base")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.task = "text"
-  c.seed = 0
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
-  c.sharding_rules = [(".*", "fsdp")]
-
-  c.data = config_lib.data_config()
+  if arg not in VARIANTS:
+    raise ValueError(
+      f"configs/simcse.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
+    )
+  c = config_lib.base_config("text")
   c.data.name = "bc_lee"  # sentences of gensim's Lee corpus
-  c.data.train_split = "train"
-  c.data.eval_split = "test"
   c.data.text_key = "text"
-  c.data.worker_count = 0
-
-  c.text = ml_collections.ConfigDict({"tokenizer": "bytes", "max_len": 128})
-
-  c.model = ml_collections.ConfigDict()
-  c.model.dtype = "float32"
-  c.model.remat = False
+  c.text.tokenizer = "bytes"
+  c.text.max_len = 128
   c.model.embed_dim = 64
   c.model.text = ml_collections.ConfigDict(
     dict(width=64, depth=2, heads=4, mlp_dim=128, causal=False, pool="mean", dropout=0.1)
   )
-
-  c.loss = ml_collections.ConfigDict()
-  c.loss.name = "simcse"
-  c.loss.temperature = 0.05
-
+  c.loss = config_lib.loss_config("simcse", temperature=0.05)
   c.batch_size = 64
   c.total_steps = 300
-  c.optim = ml_collections.ConfigDict(
-    dict(
-      lr=1e-3,
-      warmup_steps=30,
-      weight_decay=0.01,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      grad_clip_norm=1.0,
-      end_lr_fraction=0.01,
-    )
+  c.optim = config_lib.optim_config(
+    lr=1e-3,
+    warmup_steps=30,
+    weight_decay=0.01,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    grad_clip_norm=1.0,
+    end_lr_fraction=0.01,
   )
   c.microbatches = 1  # must stay 1 while dropout > 0 (masks cannot be replayed per chunk)
-  c.max_nonfinite_steps = 10
-  c.init_from = ml_collections.ConfigDict(
-    dict(path=config_dict.placeholder(str), rename=(), adapt=config_dict.placeholder(str))
-  )
-  c.debug = ""
-
   c.log_every = 50
   c.ckpt_every = 300
-  c.keep_ckpts = 3
-
-  c.evals = ()
-  c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
   c.eval.at_end = ("lee_similarity", "diagnostics")
 
@@ -111,10 +85,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 20
     c.ckpt_every = 200
   elif arg == "bert_base":
-    c.data.name = config_dict.placeholder(str)  # your converted sentence dataset dir
+    c.data.name = ml_collections.config_dict.placeholder(str)  # your converted sentence dataset dir
     c.data.worker_count = 8
     c.text.max_len = 32
-    c.text.tokenizer = config_dict.placeholder(str)  # a SentencePiece .model
+    c.text.tokenizer = ml_collections.config_dict.placeholder(str)  # a SentencePiece .model
     c.model.dtype = "bfloat16"
     c.model.embed_dim = 768
     c.model.text = ml_collections.ConfigDict(
@@ -122,23 +96,17 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     )
     c.batch_size = 64
     c.total_steps = 15_625  # one epoch of 1M sentences, as in the paper
-    c.optim = ml_collections.ConfigDict(
-      dict(
-        lr=3e-5,
-        warmup_steps=0,
-        weight_decay=0.0,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-8,
-        grad_clip_norm=0.0,
-        end_lr_fraction=0.0,
-      )
+    c.optim = config_lib.optim_config(
+      lr=3e-5,
+      warmup_steps=0,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=0.0,
+      end_lr_fraction=0.0,
     )
     c.log_every = 100
     c.ckpt_every = 2_500
     c.eval.at_end = ("diagnostics",)
-  else:
-    raise ValueError(
-      f"configs/simcse.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
-    )
   return c

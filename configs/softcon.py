@@ -44,11 +44,10 @@ def get_config(arg: str = "tiny"):
       f"configs/softcon.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
     )
   c = config_lib.sibling_config(__file__, "simclr.py", "tiny" if arg == "tiny" else "vit_b16")
-  c.loss.name = "softcon"
-  c.loss.label_key = "labels"
-  c.loss.similarity = "cosine"
-  c.loss.temperature = 0.2
-  c.loss.soft_weight = 0.5  # share of each target row on label similarity (1: labels only)
+  # soft_weight: share of each target row on label similarity (1: labels only).
+  c.loss = config_lib.loss_config(
+    "softcon", label_key="labels", similarity="cosine", temperature=0.2, soft_weight=0.5
+  )
   # The grids carry only multi-hot `labels`: the probe is then one-vs-rest (mAP, F1).
   c.eval.at_end = ("linear_probe", "diagnostics")
   c.eval.raw_pixels_size = None

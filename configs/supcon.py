@@ -29,6 +29,8 @@ multiplies by τ/0.07), which `supcon_loss` does not.
 
 from big_contrast import config_lib
 
+common = config_lib.sibling_module(__file__, "common.py")
+
 VARIANTS = ("tiny", "resnet50")
 
 
@@ -37,17 +39,12 @@ def get_config(arg: str = "tiny"):
     raise ValueError(
       f"configs/supcon.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}"
     )
-  c = config_lib.sibling_config(
-    __file__, "simclr.py", {"tiny": "tiny", "resnet50": "resnet50"}[arg]
-  )
-  c.loss.name = "supcon"
-  c.loss.label_key = "label"
-  c.loss.temperature = 0.1  # §4.5: τ = 0.1 for every reported result
+  c = config_lib.sibling_config(__file__, "simclr.py", arg)
+  c.loss = config_lib.loss_config("supcon", label_key="label", temperature=0.1)  # §4.5: τ = 0.1
   if arg == "resnet50":
     c.batch_size = 6144  # §4.5: batch 6,144 for ResNet-50
-    # §4.5 / Supp. §11: 350 epochs for ResNet-50 (700 is ResNet-200's):
-    # 1,281,167·350 // 6,144 + 1.
-    c.total_steps = 72_984
+    # §4.5 / Supp. §11: 350 epochs for ResNet-50 (700 is ResNet-200's).
+    c.total_steps = config_lib.steps_for_epochs(350, common.IMAGENET_1K_TRAIN, c.batch_size)
     c.optim.lr = 0.3 * c.batch_size / 256  # unverified (SimCLR's rule)
-    c.optim.warmup_steps = 2_085  # 10 epochs; unverified (SimCLR's)
+    c.optim.warmup_steps = 10 * common.IMAGENET_1K_TRAIN // c.batch_size  # unverified (SimCLR's)
   return c

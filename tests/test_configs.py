@@ -12,6 +12,7 @@ from jax.sharding import AbstractMesh, AxisType
 from big_contrast import config_lib, optim, sharding, train
 from big_contrast.data import augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
+from big_contrast.state import Trainee
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import (
@@ -67,7 +68,8 @@ def _shrink(config, data_dir):
   if "text" in config.model:
     config.model.text.update(width=32, depth=1, heads=2, mlp_dim=64)
   config.model.embed_dim = 16
-  config.model.head_hidden = 32
+  if "head_hidden" in config.model:
+    config.model.head_hidden = 32
   config.optim.update(warmup_steps=0, end_lr_fraction=1.0)
   return config
 
@@ -106,7 +108,7 @@ def test_tiny_variant_loss_is_finite_and_decreases_on_8_devices(name, variant, d
   )
   batch = {k: v for k, v in next(it).items() if k != "skipped"}
   batch = sharding.host_batch_to_global(batch, mesh)
-  trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
+  trainee = Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
   state = trainee.init(config.seed)
   step = train.make_train_step(trainee)
   losses = []
@@ -132,7 +134,7 @@ def test_real_variant_builds_abstractly_on_a_16x16_mesh(name, variant):
   config = MODULES[name].get_config(variant)
   config.mesh.fsdp = 16
   mesh = AbstractMesh(MESH.get(name, (16, 16)), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
-  trainee = train.Trainee(config, mesh, vocab_size=VOCAB.get(name))
+  trainee = Trainee(config, mesh, vocab_size=VOCAB.get(name))
   assert config.batch_size % mesh.size == 0
   params = trainee.abstract_state["params"]
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

@@ -6,7 +6,6 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
-from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
 
 from big_contrast import evaluate  # noqa: E402
 from big_contrast.evaluate.linear_probe import fit_standardizer, stratified_split  # noqa: E402
@@ -112,33 +111,40 @@ def _ragged_scores(rng, n, c):
   return scores, targets
 
 
-@pytest.mark.parametrize("average", ["macro", "micro"])
-def test_average_precision_equals_sklearn(average):
-  scores, targets = _ragged_scores(np.random.default_rng(1), 200, 7)
-  ours = evaluate.average_precision(scores, targets, average)
-  assert ours == pytest.approx(average_precision_score(targets, scores, average=average), abs=1e-12)
-
-
-def test_average_precision_macro_excludes_classes_without_positives():
-  scores, targets = _ragged_scores(np.random.default_rng(2), 100, 5)
-  targets[:, 2] = 0
+def test_average_precision_of_a_ranking_worked_by_hand():
+  # Class 0 ranks pos, neg, pos, neg: AP = ½·1 + ½·⅔ = ⅚. Class 1 ranks its one positive
+  # first: AP = 1. Class 2 has no positive: no AP, left out of the macro average.
+  scores = np.array([[0.9, 0.1, 0.05], [0.8, 0.4, 0.05], [0.7, 0.3, 0.05], [0.6, 0.2, 0.05]])
+  targets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
   per_class = evaluate.average_precision(scores, targets, None)
+  np.testing.assert_allclose(per_class[:2], [5 / 6, 1.0])
   assert np.isnan(per_class[2])
-  keep = [0, 1, 3, 4]
-  expected = average_precision_score(targets[:, keep], scores[:, keep], average="macro")
-  assert evaluate.average_precision(scores, targets, "macro") == pytest.approx(expected, abs=1e-12)
+  assert evaluate.average_precision(scores, targets, "macro") == pytest.approx(11 / 12)
+  # Pooled: .9+ .8- .7+ .6- .4+ ... → ⅓·1 + ⅓·⅔ + ⅓·⅗.
+  assert evaluate.average_precision(scores, targets, "micro") == pytest.approx(34 / 45)
+  # Tied scores enter the ranking together: one threshold at the tie.
+  tied = evaluate.average_precision(np.array([0.9, 0.8, 0.8, 0.1]), np.array([1, 0, 1, 0]))
+  assert tied == pytest.approx(0.5 + 0.5 * 2 / 3)
 
 
-def test_f1_scores_equal_sklearn():
-  rng = np.random.default_rng(3)
-  predictions, targets = rng.random((50, 6)) < 0.4, rng.random((50, 6)) < 0.3
-  targets[:, 5] = False
-  ours = evaluate.f1_scores(predictions, targets)
-  present = [0, 1, 2, 3, 4]
-  assert ours["f1_macro"] == pytest.approx(
-    f1_score(targets, predictions, average="macro", labels=present, zero_division=0)
-  )
-  assert ours["f1_micro"] == pytest.approx(f1_score(targets, predictions, average="micro"))
+def test_average_precision_rejects_bad_inputs():
+  scores, targets = _ragged_scores(np.random.default_rng(2), 10, 3)
+  with pytest.raises(ValueError, match="same shape"):
+    evaluate.average_precision(scores[:, :2], targets)
+  with pytest.raises(ValueError, match="no positive"):
+    evaluate.average_precision(scores, np.zeros_like(targets))
+  with pytest.raises(ValueError, match="multi-hot"):
+    evaluate.average_precision(scores, 2 * targets)
+
+
+def test_f1_scores_leave_classes_without_positives_out_of_the_macro_average():
+  targets = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]], bool)
+  predictions = np.array([[1, 1, 1], [0, 1, 0], [0, 0, 0]], bool)
+  # Class 0: TP 1, FN 1 → ⅔; class 1: TP 1, FP 1 → ⅔; class 2 (no positive) only in micro:
+  # TP 2, FP 2, FN 1 → 4/7.
+  got = evaluate.f1_scores(predictions, targets)
+  assert got["f1_macro"] == pytest.approx(2 / 3)
+  assert got["f1_micro"] == pytest.approx(4 / 7)
 
 
 def _digit_attributes(y):

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_contrast import sharding
+from big_contrast import evaluate, sharding
 from big_contrast.data import augment, pipeline
-from big_contrast.evaluate import extract
+from big_contrast.evaluate import evaluators, features
 from big_contrast.models.layers import image_input
+from big_contrast.state import Trainee
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,7 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
     out_shardings=sharding.batch_sharding(mesh),
   )
   batches = pipeline.eval_batches(data, "test", kind="image", batch_size=batch_size)
-  got = extract.extract(lambda b: encode(b["image"]), batches, mesh, inputs=("image",))
+  got = features.extract(lambda b: encode(b["image"]), batches, mesh, inputs=("image",))
   np.testing.assert_array_equal(got["index"], np.arange(297))
   # The same features computed on one device, batch by batch, without padding.
   ref = {}
@@ -106,16 +107,14 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
 
 def test_probe_evaluator_is_multilabel_on_the_digit_grids(tmp_path):
   sys.path.insert(0, REPO)
-  from big_contrast import train  # noqa: PLC0415
-  from big_contrast.evaluate import standard  # noqa: PLC0415
-  from configs import simclr as simclr_config  # noqa: PLC0415
+  from configs import simclr as simclr_config  # noqa: PLC0415 — the repo root is on the path now
 
   config = simclr_config.get_config("digits")
   config.data.update(name="bc_digits_grid", data_dir=str(tmp_path), image_size=64)
   config.model.image.update(image_size=64, width=32, depth=1, heads=2, mlp_dim=64, patch=16)
   config.eval.raw_pixels_size = 8
-  trainee = train.Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)
-  results = standard.linear_probe(config, trainee, trainee.init(0))
+  trainee = Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)
+  results = evaluators.linear_probe(config, evaluate.Encoder(trainee, trainee.init(0)))
   for key in (
     "probe/macro_map",
     "probe/micro_map",

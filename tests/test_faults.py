@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from big_contrast import checkpoint, sharding, train
+from big_contrast.state import Trainee
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -46,7 +47,7 @@ def _small_trainee(data_dir, mesh_cfg, devices=None):
   config = tiny(clip_config.get_config("digits"), data_dir)
   config.model.image.update(width=128, mlp_dim=256)
   config.mesh.update(mesh_cfg)
-  return train.Trainee(config, sharding.make_mesh(config.mesh, devices=devices), vocab_size=259)
+  return Trainee(config, sharding.make_mesh(config.mesh, devices=devices), vocab_size=259)
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(tmp_path, data_dir):

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from big_contrast import config_lib
+from big_contrast import launch
 
 
 @pytest.fixture
@@ -21,36 +21,36 @@ def restore_jax_flags():
   "value,mode", [(True, "on"), ("on", "on"), ("nojit", "nojit"), (False, ""), ("", ""), ("off", "")]
 )
 def test_debug_mode_from_config(value, mode):
-  assert config_lib.debug_mode(ml_collections.ConfigDict({"debug": value})) == mode
+  assert launch.debug_mode(ml_collections.ConfigDict({"debug": value})) == mode
 
 
 def test_debug_mode_from_environment_when_the_config_has_no_key(monkeypatch):
   monkeypatch.setenv("BIG_CONTRAST_DEBUG", "nojit")
-  assert config_lib.debug_mode(ml_collections.ConfigDict()) == "nojit"
+  assert launch.debug_mode(ml_collections.ConfigDict()) == "nojit"
   monkeypatch.delenv("BIG_CONTRAST_DEBUG")
-  assert config_lib.debug_mode(ml_collections.ConfigDict()) == ""
+  assert launch.debug_mode(ml_collections.ConfigDict()) == ""
 
 
 def test_unknown_debug_value_names_the_key():
   with pytest.raises(ValueError, match="config.debug='loud'"):
-    config_lib.debug_mode(ml_collections.ConfigDict({"debug": "loud"}))
+    launch.debug_mode(ml_collections.ConfigDict({"debug": "loud"}))
 
 
 def test_debug_on_makes_a_nan_raise(restore_jax_flags):
-  assert config_lib.apply_debug(ml_collections.ConfigDict({"debug": "on"})) == "on"
+  assert launch.apply_debug(ml_collections.ConfigDict({"debug": "on"})) == "on"
   assert jax.config.jax_debug_nans and not jax.config.jax_disable_jit
   with pytest.raises(FloatingPointError):
     jax.jit(jnp.log)(-jnp.ones(2)).block_until_ready()
 
 
 def test_debug_nojit_disables_jit(restore_jax_flags):
-  config_lib.apply_debug(ml_collections.ConfigDict({"debug": "nojit"}))
+  launch.apply_debug(ml_collections.ConfigDict({"debug": "nojit"}))
   assert jax.config.jax_debug_nans and jax.config.jax_disable_jit
 
 
 def test_debug_off_changes_nothing(restore_jax_flags):
   before = (jax.config.jax_debug_nans, jax.config.jax_disable_jit)
-  assert config_lib.apply_debug(ml_collections.ConfigDict({"debug": ""})) == ""
+  assert launch.apply_debug(ml_collections.ConfigDict({"debug": ""})) == ""
   assert (jax.config.jax_debug_nans, jax.config.jax_disable_jit) == before
 
 
@@ -58,11 +58,11 @@ def test_log_shapes_prints_paths_shapes_and_shardings(capsys):
   mesh = jax.make_mesh((8,), ("data",))
   x = jax.device_put(np.zeros((16, 3), np.float32), jax.NamedSharding(mesh, jax.P("data")))
   tree = {"params": {"w": x}, "step": np.int32(0)}
-  config_lib.log_shapes(ml_collections.ConfigDict({"debug": "on"}), "state", tree)
+  launch.log_shapes(ml_collections.ConfigDict({"debug": "on"}), "state", tree)
   assert capsys.readouterr().out.splitlines() == [
     "state:",
     "  params/w  (16, 3) float32  P('data',)",
     "  step  () int32  None",
   ]
-  config_lib.log_shapes(ml_collections.ConfigDict({"debug": ""}), "state", tree)
+  launch.log_shapes(ml_collections.ConfigDict({"debug": ""}), "state", tree)
   assert capsys.readouterr().out == ""

@@ -2,7 +2,7 @@
 
 Simulated on this machine: the generated per-worker command runs as 2 local
 processes on CPU (gloo collectives, 127.0.0.1 coordinator), with a probe module
-in place of the trainer that calls `config_lib.maybe_initialize_distributed()`
+in place of the trainer that calls `launch.maybe_initialize_distributed()`
 and prints what JAX reports. For Cloud TPU each process gets its own fake
 metadata server; for SLURM, fake `srun`/`scontrol` set the task variables.
 """
@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import os, jax
-from big_contrast import config_lib
-config_lib.maybe_initialize_distributed()
+from big_contrast import launch
+launch.maybe_initialize_distributed()
 fields = (os.environ.get("BIG_CONTRAST_COORDINATOR"), jax.process_index(), jax.process_count(),
           jax.device_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
 # One write per line: the tasks share one stdout.

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_contrast import losses, microbatch, models, objectives, sharding, train
+from big_contrast import losses, microbatch, models, objectives, sharding
+from big_contrast.state import Trainee
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import clip as clip_config
@@ -55,7 +56,7 @@ def test_microbatched_model_grads_equal_full_batch_on_8_devices():
   config.model.image.update(width=32, depth=1, heads=2, mlp_dim=64)
   config.model.text.update(width=32, depth=1, heads=2, mlp_dim=64)
   mesh = sharding.make_mesh(config.mesh)
-  trainee = train.Trainee(config, mesh, vocab_size=259)
+  trainee = Trainee(config, mesh, vocab_size=259)
   state = trainee.init(0)
   rng = np.random.default_rng(1)
   b = 64

@@ -211,7 +211,7 @@ def test_build_model_picks_resnet_and_bn_head_for_multiview():
       image=dict(name="resnet", depth=18, base_width=4, stem="cifar", norm="batch"),
     )
   )
-  m = models.build_model(cfg, task="multiview", rngs=nnx.Rngs(0))
+  m = models.multi_view(cfg, rngs=nnx.Rngs(0))
   views = jax.random.normal(jax.random.key(4), (2, 3, 8, 8, 3))
   out = _run(m, views)
   assert out["z"].shape == (2, 3, 8)
@@ -219,4 +219,4 @@ def test_build_model_picks_resnet_and_bn_head_for_multiview():
   assert _run(m, views[:, 0], method="image_features").shape == (2, 32)
   cfg.image.name = "convnext"
   with pytest.raises(ValueError, match="config.model.image.name='convnext'"):
-    models.build_model(cfg, task="multiview", rngs=nnx.Rngs(0))
+    models.multi_view(cfg, rngs=nnx.Rngs(0))

@@ -12,7 +12,8 @@ from flax import nnx
 from big_contrast import models, sharding, train
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
-from big_contrast.evaluate import standard
+from big_contrast.evaluate import text_similarity
+from big_contrast.state import Trainee
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import simcse
@@ -53,20 +54,20 @@ def _tokens():
 
 def test_dropout_views_differ_and_coincide_without_dropout():
   key = jax.random.key(3)
-  z = models.build_model(
-    _model_cfg(0.1), task="text", vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0)
-  )(_tokens(), key)["z"]
+  z = models.text_only(_model_cfg(0.1), vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0))(
+    _tokens(), key
+  )["z"]
   assert z.shape == (2, 2, 16)
   assert not np.allclose(z[:, 0], z[:, 1], atol=1e-4)
   np.testing.assert_allclose(np.linalg.norm(z, axis=-1), 1.0, rtol=1e-5)
-  z0 = models.build_model(
-    _model_cfg(0.0), task="text", vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0)
-  )(_tokens(), key)["z"]
+  z0 = models.text_only(_model_cfg(0.0), vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0))(
+    _tokens(), key
+  )["z"]
   np.testing.assert_array_equal(z0[:, 0], z0[:, 1])
   # No key (the evaluation pass): deterministic even with dropout > 0.
-  zn = models.build_model(
-    _model_cfg(0.1), task="text", vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0)
-  )(_tokens())["z"]
+  zn = models.text_only(_model_cfg(0.1), vocab_size=259, text_max_len=16, rngs=nnx.Rngs(0))(
+    _tokens()
+  )["z"]
   np.testing.assert_array_equal(zn[:, 0], zn[:, 1])
 
 
@@ -86,7 +87,7 @@ def _setup(config):
   batch = {k: v for k, v in next(it).items() if k != "skipped"}
   assert batch["text"].shape == (config.batch_size, config.text.max_len)
   assert batch["text"].dtype == np.int32 and "doc" in batch and "index" in batch
-  trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size)
+  trainee = Trainee(config, mesh, vocab_size=tok.vocab_size)
   return trainee, sharding.host_batch_to_global(batch, mesh)
 
 
@@ -124,26 +125,28 @@ def test_lee_pieces_on_hand_checkable_cases():
   human = np.array([[1.0, 0.9, 0.1], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])  # upper triangle
   # Pairs (0,1), (0,2), (1,2) ranked 0.9 > 0.5 > 0.1 by the humans.
   same_order = np.array([[1, 0.8, 0.0], [0.8, 1, 0.3], [0.0, 0.3, 1]])
-  assert standard.upper_spearman(same_order, human) == pytest.approx(1.0)
-  assert standard.upper_spearman(-same_order, human) == pytest.approx(-1.0)
+  assert text_similarity.upper_spearman(same_order, human) == pytest.approx(1.0)
+  assert text_similarity.upper_spearman(-same_order, human) == pytest.approx(-1.0)
   # Sentences 0, 1 → doc 0; sentence 2 → doc 1: doc 0 is their mean.
-  docs = standard.mean_by_doc(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 0, 1]))
+  docs = text_similarity.mean_by_doc(
+    np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([0, 0, 1])
+  )
   np.testing.assert_allclose(docs, [[0.5, 0.5], [1.0, 1.0]])
-  np.testing.assert_allclose(standard.cosine_matrix(docs), np.ones((2, 2)), atol=1e-12)
-  sim = standard.tfidf_similarity(
+  np.testing.assert_allclose(text_similarity.cosine_matrix(docs), np.ones((2, 2)), atol=1e-12)
+  sim = text_similarity.tfidf_similarity(
     ["cats purr", "dogs bark"], ["cats purr", "dogs bark", "cats purr loudly"]
   )
   assert sim[0, 2] > 0 and sim[0, 1] == 0
   # Sentence pooling: doc 0 = {cats, dogs}, doc 1 = {cats}, doc 2 = {dogs}: doc 0 is halfway.
   background = ["cats purr", "dogs bark", "cats sleep", "dogs run"]
-  pooled = standard.tfidf_similarity(
+  pooled = text_similarity.tfidf_similarity(
     background, ["cats purr", "dogs bark", "cats purr", "dogs bark"], doc=np.array([0, 0, 1, 2])
   )
   np.testing.assert_allclose(pooled[0, 1], np.sqrt(0.5))
   np.testing.assert_allclose(pooled[0, 2], np.sqrt(0.5))
   assert pooled[1, 2] == pytest.approx(0, abs=1e-12)
   # LSA to 2 dimensions keeps the cats/dogs split of this background.
-  lsa = standard.tfidf_similarity(background, ["cats purr", "cats sleep", "dogs run"], dim=2)
+  lsa = text_similarity.tfidf_similarity(background, ["cats purr", "cats sleep", "dogs run"], dim=2)
   assert lsa[0, 1] > 0.9 and abs(lsa[0, 2]) < 0.1
 
 

@@ -14,6 +14,7 @@ import pytest
 from big_contrast import config_lib, sharding, train
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
+from big_contrast.state import Trainee
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -53,7 +54,7 @@ def _losses_on(config, devices, steps=3):
     process_index=0,
     process_count=1,
   )
-  trainee = train.Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
+  trainee = Trainee(config, mesh, vocab_size=tok.vocab_size if tok else None)
   state = trainee.init(config.seed)
   step = train.make_train_step(trainee)
   losses = []
@@ -90,7 +91,7 @@ def test_fsdp_mesh_splits_large_params_and_matches_data_parallel(data_dir):
   config.model.image.update(width=128, mlp_dim=256)  # 128×256 kernels ≥ MIN_SHARDED_SIZE
   config.mesh.fsdp = 4
   mesh = sharding.make_mesh(config.mesh)
-  trainee = train.Trainee(config, mesh, vocab_size=259)
+  trainee = Trainee(config, mesh, vocab_size=259)
   kernel = trainee.shardings["params"]["image"]["encoder"]["blocks"][0]["mlp"]["fc1"]["kernel"]
   assert "fsdp" in kernel.spec
   state = trainee.init(0)
@@ -207,7 +208,7 @@ def test_bfloat16_compute_keeps_float32_params(data_dir):
   config = tiny(clip_config.get_config("digits"), data_dir)
   config.model.dtype = "bfloat16"
   mesh = sharding.make_mesh(config.mesh)
-  trainee = train.Trainee(config, mesh, vocab_size=259)
+  trainee = Trainee(config, mesh, vocab_size=259)
   assert {x.dtype for x in jax.tree.leaves(trainee.abstract_state["params"])} == {
     np.dtype(np.float32)
   }

@@ -80,6 +80,7 @@ def main(argv):
   import numpy as np  # noqa: PLC0415
 
   from big_contrast import sharding, train  # noqa: PLC0415
+  from big_contrast.state import Trainee  # noqa: PLC0415
 
   config = _CONFIG.value
   mesh = sharding.make_mesh(config.mesh)
@@ -102,7 +103,7 @@ def main(argv):
       continue
     with config.unlocked():
       config.microbatches = k
-    trainee = train.Trainee(config, mesh, vocab_size=vocab)
+    trainee = Trainee(config, mesh, vocab_size=vocab)
     state = trainee.init(config.seed)
     t = time.perf_counter()
     compiled = train.make_train_step(trainee).lower(state, batch).compile()

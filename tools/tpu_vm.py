@@ -14,7 +14,7 @@ line, shell-quoted exactly as it would run them, and runs nothing.
 worker asks its metadata server for its worker number and the slice's worker
 list, and on a multi-host slice exports BIG_CONTRAST_COORDINATOR (worker 0,
 port --coordinator_port), BIG_CONTRAST_NUM_PROCESSES and
-BIG_CONTRAST_PROCESS_ID, which `config_lib.maybe_initialize_distributed()`
+BIG_CONTRAST_PROCESS_ID, which `launch.maybe_initialize_distributed()`
 passes to `jax.distributed.initialize`. The trainer runs under nohup with its
 output in ~/big_contrast_logs/RUN.log on each worker; worker 0's log is streamed
 back until the run ends (or, with --detach, not at all). Re-running `train`

@@ -1,10 +1,15 @@
 """Evaluation of frozen encoders: linear/multi-label probes, kNN, zero-shot, retrieval, diagnostics.
 
-Every function here is a pure function of feature arrays (numpy or jax) returning python numbers
-or dicts of them; extracting features from a model or checkpoint happens elsewhere.
+Two layers:
+  * pure functions of feature arrays (numpy or jax) returning python numbers or
+    dicts of them: `linear_probe`, `knn_accuracy`, `zero_shot_accuracy`, ...;
+  * the model-facing part: `Encoder` / `load_encoder` (a frozen model on the
+    mesh), `features` (extraction over a dataset split) and `evaluators` (the
+    named evaluators a run or `python -m big_contrast.evaluate` calls).
 """
 
 from big_contrast.evaluate.diagnostics import effective_rank
+from big_contrast.evaluate.encoder import Encoder, load_encoder
 from big_contrast.evaluate.knn import knn_accuracy
 from big_contrast.evaluate.linear_probe import (
   DEFAULT_L2_GRID,
@@ -24,6 +29,7 @@ from big_contrast.evaluate.zero_shot import zero_shot_accuracy, zero_shot_classi
 
 __all__ = [
   "DEFAULT_L2_GRID",
+  "Encoder",
   "accuracy_from_ranks",
   "average_precision",
   "effective_rank",
@@ -34,6 +40,7 @@ __all__ = [
   "knn_accuracy",
   "label_ranks",
   "linear_probe",
+  "load_encoder",
   "multilabel_probe",
   "retrieval_recall",
   "zero_shot_accuracy",

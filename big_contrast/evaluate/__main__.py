@@ -1,10 +1,10 @@
-r"""Evaluates a trained run's checkpoint from the command line.
+r"""Evaluates a run's checkpoint from the command line.
 
   python -m big_contrast.evaluate --workdir=DIR --eval=linear_probe \
       [--dataset=NAME_OR_DIR --train_split=train --split=test --step=N]
 
---eval: linear_probe, knn, zero_shot, retrieval, or all (comma-separated lists
-work too). Prints a table and writes DIR/eval_<step>.json.
+--eval: one or more of the evaluators (comma-separated), or all. Prints a table
+and writes DIR/eval_<step>.json.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 
 from absl import app, flags
 
-from big_contrast import checkpoint, config_lib, sharding
-from big_contrast.evaluate import standard
+from big_contrast import launch
+from big_contrast.evaluate import encoder as encoder_lib
+from big_contrast.evaluate import evaluators
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.", required=True)
 _EVAL = flags.DEFINE_string(
-  "eval", "linear_probe", f"One or more of {standard.EVALUATORS}, or 'all'."
+  "eval", "linear_probe", f"One or more of {sorted(evaluators.EVALUATORS)}, or 'all'."
 )
 _DATASET = flags.DEFINE_string("dataset", None, "TFDS name or dataset dir (default: the run's).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for --dataset.")
@@ -31,14 +32,14 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global eval batch size."
 
 def main(argv):
   del argv
-  config_lib.maybe_initialize_distributed()
+  launch.maybe_initialize_distributed()
   names = (
-    list(standard.EVALUATORS)
+    list(evaluators.EVALUATORS)
     if _EVAL.value == "all"
     else [n.strip() for n in _EVAL.value.split(",") if n.strip()]
   )
-  ckpt = checkpoint.Checkpointer(os.path.join(_WORKDIR.value, "checkpoints"))
-  config = ckpt.restore_config(_STEP.value)
+  encoder = encoder_lib.load_encoder(_WORKDIR.value, step=_STEP.value)
+  config = encoder.config.copy_and_resolve_references()
   with config.unlocked():
     if _DATASET.value:
       config.data.name = _DATASET.value
@@ -49,16 +50,13 @@ def main(argv):
       config.data.eval_split = _SPLIT.value
     if _BATCH_SIZE.value:
       config.eval.batch_size = _BATCH_SIZE.value
-  mesh = sharding.make_mesh(config.mesh)
-  step, state, trainee, tok = standard.load_run(config, mesh, ckpt, step=_STEP.value)
-  results = standard.run_evaluators(names, config, trainee, state, tokenizer=tok)
-  results = {"step": step, **results}
-  print(standard.format_table(results))
-  out = os.path.join(_WORKDIR.value, f"eval_{step}.json")
+  results = {"step": encoder.step, **evaluators.run(names, config, encoder)}
+  print(evaluators.format_table(results))
+  out = os.path.join(_WORKDIR.value, f"eval_{encoder.step}.json")
   with open(out, "w") as f:
     json.dump(results, f, indent=2)
   print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: main(config_lib.quiet_library_logs(argv)))
+  app.run(lambda argv: main(launch.quiet_library_logs(argv)))

@@ -2,7 +2,8 @@
 
 Same protocol and parametrisation as `linear_probe` (L2 sweep on held-out train, refit on all of
 train), with a sigmoid binary cross-entropy per class in place of the softmax. Also holds the
-numpy `average_precision` it reports (defined as scikit-learn's `average_precision_score`).
+`average_precision` and `f1_scores` it reports (scikit-learn's, with classes that have
+no positive left out of the macro averages).
 
 Knows nothing about models or datasets: feature arrays and multi-hot targets in, numbers out.
 """
@@ -13,27 +14,16 @@ from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
+from sklearn import metrics
 
 from big_contrast.evaluate import _linear_fit, _validate
 from big_contrast.evaluate.linear_probe import DEFAULT_L2_GRID, fit_standardizer
 
 
-def _binary_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-  """AP of one ranking; `targets` must contain at least one positive."""
-  order = np.argsort(-scores, kind="stable")
-  scores, targets = scores[order], targets[order].astype(np.float64)
-  # One operating point per distinct score: tied items enter the ranking together.
-  last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-  tp = np.cumsum(targets)[last_of_tie]
-  precision = tp / (last_of_tie + 1)
-  recall = tp / tp[-1]
-  return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
 def average_precision(
   scores, targets, average: Literal["macro", "micro"] | None = "macro"
 ) -> float | np.ndarray:
-  r"""Average precision, as `sklearn.metrics.average_precision_score` defines it.
+  r"""Average precision (scikit-learn's `average_precision_score`), per class or averaged.
 
   For one class, with thresholds at the distinct scores in decreasing order and P_k, R_k the
   precision and recall when predicting positive at or above threshold k:
@@ -65,37 +55,33 @@ def average_precision(
   if not targets.any():
     raise ValueError("targets has no positive entry; average precision is undefined.")
   if average == "micro":
-    return _binary_average_precision(scores.ravel(), targets.ravel())
-  per_class = np.array(
-    [
-      _binary_average_precision(scores[:, c], targets[:, c]) if targets[:, c].any() else np.nan
-      for c in range(scores.shape[1])
-    ]
+    return float(metrics.average_precision_score(targets, scores, average="micro"))
+  if average not in ("macro", None):
+    raise ValueError(f"Unknown average {average!r}; use 'macro', 'micro' or None.")
+  present = targets.any(axis=0)
+  per_class = np.full(scores.shape[1], np.nan)
+  per_class[present] = metrics.average_precision_score(
+    targets[:, present], scores[:, present], average=None
   )
-  if average is None:
-    return per_class
-  if average == "macro":
-    return float(np.nanmean(per_class))
-  raise ValueError(f"Unknown average {average!r}; use 'macro', 'micro' or None.")
+  return per_class if average is None else float(np.mean(per_class[present]))
 
 
 def f1_scores(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
   """Macro and micro F1 of binary predictions [n, C] against multi-hot targets [n, C].
 
   F1 = 2 TP / (2 TP + FP + FN). "f1_macro" averages the per-class F1 over the classes with at
-  least one positive in `targets` (the classes `average_precision` macro-averages over), i.e.
-  sklearn's `f1_score(average="macro", labels=those_classes)`; "f1_micro" pools the counts
-  over all classes.
+  least one positive in `targets` (the classes `average_precision` macro-averages over);
+  "f1_micro" pools the counts over all classes (0 when there is nothing to count).
   """
-  predictions, targets = predictions.astype(bool), targets.astype(bool)
-  tp = (predictions & targets).sum(0)
-  fp = (predictions & ~targets).sum(0)
-  fn = (~predictions & targets).sum(0)
-  present = targets.any(0)
-  per_class = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
-  denom = 2 * tp.sum() + fp.sum() + fn.sum()
-  f1_micro = float(2 * tp.sum() / denom) if denom else 0.0
-  return {"f1_macro": float(per_class.mean()), "f1_micro": f1_micro}
+  predictions, targets = np.asarray(predictions, bool), np.asarray(targets, bool)
+  present = np.flatnonzero(targets.any(axis=0))
+  kw = dict(zero_division=0.0)
+  return {
+    "f1_macro": float(
+      metrics.f1_score(targets, predictions, average="macro", labels=present, **kw)
+    ),
+    "f1_micro": float(metrics.f1_score(targets, predictions, average="micro", **kw)),
+  }
 
 
 def fit_multilabel_logistic(

@@ -1,6 +1,17 @@
-"""Model zoo: towers, heads, and `build_model` from a config."""
+"""Model zoo: image and text towers, heads, and the three wrappers the trainer builds.
+
+Towers are picked by name (`IMAGE_TOWERS`); a wrapper is built from `config.model`
+by `two_tower`, `multi_view` or `text_only`, whose keyword arguments (and the
+towers' and heads' constructors') are the one place model defaults live: a config
+names only what it changes, and an unknown key is an error naming it. Which
+wrapper a task trains is `big_contrast.tasks`' business, not this package's.
+"""
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -9,75 +20,81 @@ from flax import nnx
 from big_contrast.models import heads, layers, resnet, text, vit
 from big_contrast.models.heads import MultiView, TextOnly, TwoTower, l2_normalize
 
-IMAGE_TOWERS = ("vit", "resnet")
+IMAGE_TOWERS: dict[str, Callable[..., nnx.Module]] = {"vit": vit.ViT, "resnet": resnet.ResNet}
 
 
-def _image_tower(cfg, *, dtype, remat, rngs):
+def checked_kwargs(fn: Callable, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
+  """`kwargs` as a dict, after checking that `fn` accepts every key (`where` names the config)."""
+  params = inspect.signature(fn).parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+      known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")
+      raise ValueError(f"{where}.{unknown[0]}: unknown key; {where} takes {known}")
+  return dict(kwargs)
+
+
+def image_tower(cfg: Mapping[str, Any], *, dtype: str, remat: bool, rngs: nnx.Rngs) -> nnx.Module:
+  """`config.model.image` → a tower: `name` picks it from `IMAGE_TOWERS`, the rest are its kwargs."""
   cfg = dict(cfg)
   name = cfg.pop("name", "vit")
-  if name == "vit":
-    return vit.ViT(dtype=dtype, remat=remat, rngs=rngs, **cfg)
-  if name == "resnet":
-    return resnet.ResNet(dtype=dtype, remat=remat, rngs=rngs, **cfg)
-  raise ValueError(f"config.model.image.name={name!r}: expected one of {list(IMAGE_TOWERS)}")
+  if name not in IMAGE_TOWERS:
+    raise ValueError(f"config.model.image.name={name!r}: expected one of {sorted(IMAGE_TOWERS)}")
+  tower = IMAGE_TOWERS[name]
+  return tower(
+    dtype=dtype, remat=remat, rngs=rngs, **checked_kwargs(tower, cfg, "config.model.image")
+  )
 
 
-def build_model(
-  model_cfg,
-  *,
-  task: str,
-  vocab_size: int | None = None,
-  text_max_len: int | None = None,
-  rngs: nnx.Rngs,
-) -> nnx.Module:
-  """Builds the model a task trains, from `config.model`.
+def text_tower(
+  cfg: Mapping[str, Any], *, vocab_size: int, max_len: int, dtype: str, remat: bool, rngs: nnx.Rngs
+) -> text.TextTransformer:
+  """`config.model.text` → the text Transformer over `vocab_size` ids and `max_len` tokens."""
+  cfg = checked_kwargs(text.TextTransformer, cfg, "config.model.text")
+  return text.TextTransformer(
+    vocab_size=vocab_size, max_len=max_len, dtype=dtype, remat=remat, rngs=rngs, **cfg
+  )
 
-  task 'image_text' → `TwoTower`; 'multiview' → `MultiView`; 'text' → `TextOnly`.
-  """
-  dtype = model_cfg.get("dtype", "float32")
-  remat = model_cfg.get("remat", False)
-  ddtype = layers.dtype_from_name(dtype)
-  if task == "text":
-    txt = text.TextTransformer(
-      vocab_size=vocab_size,
-      max_len=text_max_len,
-      dtype=dtype,
-      remat=remat,
-      rngs=rngs,
-      **dict(model_cfg.text),
-    )
-    return heads.TextOnly(txt, embed_dim=model_cfg.embed_dim, dtype=ddtype, rngs=rngs)
-  image = _image_tower(model_cfg.image, dtype=dtype, remat=remat, rngs=rngs)
-  if task == "image_text":
-    txt = text.TextTransformer(
-      vocab_size=vocab_size,
-      max_len=text_max_len,
-      dtype=dtype,
-      remat=remat,
-      rngs=rngs,
-      **dict(model_cfg.text),
-    )
-    return heads.TwoTower(
-      image,
-      txt,
-      embed_dim=model_cfg.embed_dim,
-      temperature_init=model_cfg.get("temperature_init", 0.07),
-      min_temperature=model_cfg.get("min_temperature", 0.01),
-      bias_init=model_cfg.get("bias_init", None),
-      dtype=ddtype,
-      rngs=rngs,
-    )
-  if task == "multiview":
-    return heads.MultiView(
-      image,
-      embed_dim=model_cfg.embed_dim,
-      head_hidden=model_cfg.get("head_hidden", 2 * model_cfg.embed_dim),
-      head_layers=model_cfg.get("head_layers", 2),
-      head_batch_norm=model_cfg.get("head_batch_norm", False),
-      dtype=ddtype,
-      rngs=rngs,
-    )
-  raise ValueError(f"config.task={task!r}: expected 'image_text', 'multiview' or 'text'")
+
+def _wrapper(model_cfg: Mapping[str, Any], towers: tuple[str, ...], head: Callable, name: str):
+  """Splits `config.model` into (dtype, remat, {tower: cfg}, head kwargs checked against `head`)."""
+  cfg = dict(model_cfg)
+  dtype, remat = cfg.pop("dtype", "float32"), cfg.pop("remat", False)
+  missing = [t for t in towers if t not in cfg]
+  if missing:
+    raise ValueError(f"config.model.{missing[0]} is missing: a {name} model needs {list(towers)}")
+  tower_cfgs = {t: cfg.pop(t) for t in towers}
+  return dtype, remat, tower_cfgs, checked_kwargs(head, cfg, "config.model")
+
+
+def two_tower(
+  model_cfg: Mapping[str, Any], *, vocab_size: int, text_max_len: int, rngs: nnx.Rngs
+) -> TwoTower:
+  """Image tower + text tower + projections (CLIP, SigLIP): `TwoTower`."""
+  dtype, remat, t, head = _wrapper(model_cfg, ("image", "text"), TwoTower, "two-tower")
+  image = image_tower(t["image"], dtype=dtype, remat=remat, rngs=rngs)
+  txt = text_tower(
+    t["text"], vocab_size=vocab_size, max_len=text_max_len, dtype=dtype, remat=remat, rngs=rngs
+  )
+  return TwoTower(image, txt, dtype=layers.dtype_from_name(dtype), rngs=rngs, **head)
+
+
+def multi_view(model_cfg: Mapping[str, Any], *, rngs: nnx.Rngs, **_) -> MultiView:
+  """One image tower + an MLP head over V views (SimCLR and the other multi-view objectives)."""
+  dtype, remat, t, head = _wrapper(model_cfg, ("image",), MultiView, "multi-view")
+  image = image_tower(t["image"], dtype=dtype, remat=remat, rngs=rngs)
+  return MultiView(image, dtype=layers.dtype_from_name(dtype), rngs=rngs, **head)
+
+
+def text_only(
+  model_cfg: Mapping[str, Any], *, vocab_size: int, text_max_len: int, rngs: nnx.Rngs
+) -> TextOnly:
+  """One text tower + a projection, two dropout views per sentence (SimCSE): `TextOnly`."""
+  dtype, remat, t, head = _wrapper(model_cfg, ("text",), TextOnly, "text-only")
+  txt = text_tower(
+    t["text"], vocab_size=vocab_size, max_len=text_max_len, dtype=dtype, remat=remat, rngs=rngs
+  )
+  return TextOnly(txt, dtype=layers.dtype_from_name(dtype), rngs=rngs, **head)
 
 
 def count_params(module: nnx.Module) -> int:
@@ -105,11 +122,17 @@ def apply_and_update(graphdef, params, rest, *inputs, **kwargs):
 
 
 __all__ = [
-  "apply_and_update",
-  "build_model",
-  "count_params",
+  "IMAGE_TOWERS",
   "MultiView",
   "TextOnly",
   "TwoTower",
+  "apply_and_update",
+  "count_params",
+  "heads",
+  "image_tower",
   "l2_normalize",
+  "multi_view",
+  "text_only",
+  "text_tower",
+  "two_tower",
 ]

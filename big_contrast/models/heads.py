@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -123,14 +124,17 @@ class TwoTower(nnx.Module):
 
 
 class MultiView(nnx.Module):
-  """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head."""
+  """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head.
+
+  head_hidden: the head's hidden width (default 2 × embed_dim).
+  """
 
   def __init__(
     self,
     image: nnx.Module,
     *,
     embed_dim: int,
-    head_hidden: int,
+    head_hidden: int | None = None,
     head_layers: int = 2,
     head_batch_norm: bool = False,
     dtype=jnp.float32,
@@ -139,7 +143,7 @@ class MultiView(nnx.Module):
     self.image = image
     self.head = ProjectionMLP(
       image.width,
-      head_hidden,
+      head_hidden or 2 * embed_dim,
       embed_dim,
       layers=head_layers,
       batch_norm=head_batch_norm,
@@ -157,8 +161,8 @@ class MultiView(nnx.Module):
     # All B·V views go through the encoder as one batch, so BatchNorm statistics
     # are taken over every view of every example, as in SimCLR.
     b, v = views.shape[:2]
-    z = self.encode_image(views.reshape((b * v,) + views.shape[2:]), train=True)
-    return dict(z=z.reshape(b, v, -1))
+    z = self.encode_image(einops.rearrange(views, "b v h w c -> (b v) h w c"), train=True)
+    return dict(z=einops.rearrange(z, "(b v) d -> b v d", b=b, v=v))
 
 
 class TextOnly(nnx.Module):

@@ -42,13 +42,10 @@ ADAPT_MODES = (None, "repeat", "zero")
 
 def flatten(tree: Mapping) -> dict[str, np.ndarray]:
   """Nested dict of arrays → {'a/b/c': array}; list indices become path parts."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    parts = []
-    for k in path:
-      parts.append(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))))
-    flat["/".join(parts)] = leaf
-  return flat
+  return {
+    jax.tree_util.keystr(path, simple=True, separator="/"): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def save_npz(path: str, tree: Mapping) -> None:
@@ -193,7 +190,7 @@ def load_into(
   used = set()
 
   def load(path, leaf):
-    name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
     if name not in renamed:
       report.missing.append(name)
       return leaf

@@ -1,0 +1,51 @@
+"""The train state of a config: model graph, abstract shape and shardings, initialisation.
+
+Train state: dict(step, params, rest, opt_state) of plain pytrees; `rest` holds
+non-trainable variables (fixed position tables, batch statistics). Its shardings
+come from `config.sharding_rules`, so save, restore and evaluation need nothing
+else. Used by the trainer and by `big_contrast.evaluate.load_encoder`; knows
+nothing of the training loop.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from big_contrast import optim, sharding, tasks
+
+
+class Trainee:
+  """A config's model (`graphdef`), optimizer, train-state shape, shardings and `init`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, *, vocab_size: int | None):
+    self.config, self.mesh = config, mesh
+    self.task = tasks.get(config.task)
+    text_max_len = config.text.max_len if self.task.needs_tokenizer else None
+    self._build = lambda rngs: self.task.build_model(
+      config.model, vocab_size=vocab_size, text_max_len=text_max_len, rngs=rngs
+    )
+    self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
+    self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._build(nnx.Rngs(0))))
+    abstract = jax.eval_shape(self._init, jax.random.key(0))
+    specs = sharding.param_specs(abstract, mesh, config.sharding_rules)
+    self.shardings = sharding.to_shardings(specs, mesh)
+    self.abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
+    )
+
+  def _init(self, rng):
+    _, params, rest = nnx.split(self._build(nnx.Rngs(rng)), nnx.Param, ...)
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    return dict(
+      step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=self.tx.init(params)
+    )
+
+  def init(self, seed: int) -> dict:
+    """The initial state, born sharded (never materialised on one device)."""
+    return jax.jit(self._init, out_shardings=self.shardings)(jax.random.key(seed))
+
+  def model(self, params, rest) -> nnx.Module:
+    return nnx.merge(self.graphdef, params, rest)
