@@ -53,7 +53,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from big_contrast.data.allocator import tune_malloc, tune_malloc_in_worker
 from big_contrast.data.examples import KINDS, EvalOrBlank, ExampleTransform
@@ -120,8 +122,6 @@ def _example_transform(data_cfg, features, kind, tokenizer, text_max_len) -> Exa
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # Only to ask which host we are on.
-
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -365,8 +365,6 @@ def class_names(data_cfg: Mapping[str, Any] | Any) -> list[str]:
 def _mark_absl_flags_parsed() -> None:
   # grain's worker processes read absl flags; outside absl.app.run they are
   # unparsed, which grain treats as an error.
-  from absl import flags
-
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import sentencepiece as spm
 
 
 class Tokenizer:
@@ -77,8 +78,6 @@ class SentencePieceTokenizer(Tokenizer):
   """
 
   def __init__(self, model_path: str):
-    import sentencepiece as spm  # Only needed for this tokenizer.
-
     self._path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
     self.vocab_size = int(self._sp.get_piece_size())
@@ -141,8 +140,6 @@ def train_sentencepiece(
   ``hard_vocab_limit=False`` lets a small caption set give a smaller
   vocabulary instead of failing.
   """
-  import sentencepiece as spm
-
   os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
   spm.SentencePieceTrainer.train(
     sentence_iterator=(t for t in texts if t.strip()),
