@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 
+from big_contrast import data
 from big_contrast.data import digits, pipeline, sources
 from big_contrast.data.tokenizer import make_tokenizer
 
@@ -21,7 +22,7 @@ TOK = make_tokenizer("bytes")
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  digits.ensure_built("bc_digits", data_dir)
+  data.ensure_built("bc_digits", data_dir)
   return {
     "name": "bc_digits",
     "data_dir": data_dir,
@@ -299,9 +300,9 @@ def test_bad_image_records_are_skipped_and_counted(corrupt_cfg):
 
 
 def test_chunk_size_and_threads_do_not_change_the_stream_or_the_skip_count(corrupt_cfg):
-  def batches(**data):
+  def batches(**overrides):
     it = pipeline.train_iterator(
-      {**corrupt_cfg, **data},
+      {**corrupt_cfg, **overrides},
       kind="image_text",
       global_batch_size=4,
       seed=3,

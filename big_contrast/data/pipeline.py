@@ -76,7 +76,7 @@ __all__ = [
 # data_cfg keys read here, with defaults (a dict or ml_collections ConfigDict).
 DATA_DEFAULTS: dict[str, Any] = {
   "name": "bc_digits",  # a bundled dataset, a TFDS name, or a dataset dir
-  "data_dir": None,  # None -> digits.default_data_dir()
+  "data_dir": None,  # None -> big_contrast.data.default_data_dir()
   "train_split": "train",
   "eval_split": "test",
   "image_size": 32,

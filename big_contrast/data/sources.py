@@ -21,20 +21,21 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from big_contrast.data import digits
+from big_contrast.data import bundled
+from big_contrast.data.builders import default_data_dir
 
 
 def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  if name_or_dir in digits.bundled_builders():
-    return digits.ensure_built(name_or_dir, data_dir)
+  if name_or_dir in bundled.DATASETS:
+    return bundled.ensure_built(name_or_dir, data_dir)
   if os.path.isdir(name_or_dir):
     return tfds.builder_from_directory(name_or_dir)
   try:
-    return tfds.builder(name_or_dir, data_dir=data_dir or digits.default_data_dir())
+    return tfds.builder(name_or_dir, data_dir=data_dir or default_data_dir())
   except Exception as e:  # tfds raises several types for unknown names.
     raise ValueError(
       f"data.name={name_or_dir!r} is neither a bundled dataset "
-      f"{sorted(digits.bundled_builders())}, an existing TFDS dataset directory "
+      f"{sorted(bundled.DATASETS)}, an existing TFDS dataset directory "
       "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
       f"in data_dir={data_dir!r}."
     ) from e
