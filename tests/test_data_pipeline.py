@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from big_contrast import data
-from big_contrast.data import digits, pipeline, sources
+from big_contrast.data import augment, digits, pipeline, sources
 from big_contrast.data.tokenizer import make_tokenizer
 
 TOK = make_tokenizer("bytes")
@@ -92,6 +92,27 @@ def test_image_kind_and_config_dict_are_supported(cfg):
   )
   assert sorted(batch) == ["image", "index", "label", "skipped"]
   assert batch["image"].shape == (8, 32, 32, 3)
+
+
+def test_data_config_is_resolved_once_against_the_defaults(cfg):
+  resolved = pipeline.resolve_data_config(
+    ml_collections.ConfigDict({**cfg, "read_threads": None, "image_size": None})
+  )
+  assert sorted(resolved) == sorted(pipeline.DATA_DEFAULTS)
+  assert resolved["data_dir"] == cfg["data_dir"] and resolved["read_threads"] is None
+  assert resolved["image_size"] == pipeline.DATA_DEFAULTS["image_size"]  # None: the default
+  assert resolved["augment"] == {**augment.DEFAULTS, **cfg["augment"]}
+  assert pipeline.resolve_data_config(None)["name"] == pipeline.DATA_DEFAULTS["name"]
+
+
+@pytest.mark.parametrize("entry", ["train_iterator", "eval_batches", "class_names"])
+def test_unknown_data_key_is_an_error_naming_it_and_the_known_keys(cfg, entry):
+  kwargs = dict(kind="image", global_batch_size=8, seed=0, process_index=0, process_count=1)
+  if entry == "eval_batches":
+    kwargs = dict(kind="image", batch_size=8, process_index=0, process_count=1)
+  call = getattr(pipeline, entry)
+  with pytest.raises(ValueError, match=r"\['imagesize'\].*known keys: .*'image_size'"):
+    call({**cfg, "imagesize": 16}, **({} if entry == "class_names" else kwargs))
 
 
 def test_unknown_kind_is_an_error_naming_the_choices(cfg):

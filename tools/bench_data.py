@@ -284,27 +284,21 @@ def bench_grain(
     kind="grain",
     aug=aug,
     workers=workers,
-    read_threads=threads or pipeline._read_threads(cfg),
+    read_threads=threads or pipeline._read_threads(pipeline.resolve_data_config(cfg)),
     **result,
   )
 
 
 def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
+  from big_contrast.data import pipeline  # noqa: PLC0415 — importable once main() puts the repository on sys.path
   from big_contrast.data.allocator import tune_malloc  # noqa: PLC0415 — importable once main() puts the repository on sys.path
-  from big_contrast.data.examples import ExampleTransform  # noqa: PLC0415 — importable once main() puts the repository on sys.path
   from big_contrast.data.sources import PositionedSource, open_split  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   source, features = open_split(ds, "train", None)
   source = PositionedSource(source)
-  ex = ExampleTransform(
-    kind="multiview",
-    features=features,
-    image_size=SIZE,
-    num_views=2,
-    augment=AUGMENTS[aug],
-    tokenizer=None,
-    text_max_len=0,
-  )
+  # The pipeline's own transform for this data config.
+  cfg = pipeline.resolve_data_config(dict(image_size=SIZE, num_views=2, augment=AUGMENTS[aug]))
+  ex = pipeline._example_transform(cfg, features, "multiview", tokenizer=None, text_max_len=0)
   rng = np.random.default_rng(0)
 
   # The pipeline's malloc settings (see big_contrast/data/allocator.py).

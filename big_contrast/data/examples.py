@@ -32,7 +32,12 @@ KINDS = ("image_text", "multiview", "image", "text")
 
 
 class ExampleTransform:
-  """Turns a raw record into a model example; picklable for grain workers."""
+  """Turns a raw record into a model example; picklable for grain workers.
+
+  The keyword arguments are the data config's keys of the same names
+  (``pipeline.DATA_DEFAULTS`` holds their defaults); ``augment`` is
+  ``data.augment`` (``augment.DEFAULTS``).
+  """
 
   def __init__(
     self,
@@ -44,10 +49,10 @@ class ExampleTransform:
     augment: Mapping[str, Any] | None,
     tokenizer: Tokenizer | None,
     text_max_len: int,
-    image_key: str = "image",
-    caption_key: str = "caption",
-    label_key: str = "label",
-    text_key: str = "text",
+    image_key: str,
+    caption_key: str,
+    label_key: str,
+    text_key: str,
   ):
     if kind not in KINDS:
       raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")

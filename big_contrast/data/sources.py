@@ -63,9 +63,7 @@ def open_split(name_or_dir: str, split: str, data_dir: str | None):
   return builder.as_data_source(split, decoders=decoders), builder.info.features
 
 
-def class_names(
-  name_or_dir: str, data_dir: str | None = None, label_key: str = "label"
-) -> list[str]:
+def class_names(name_or_dir: str, data_dir: str | None, label_key: str) -> list[str]:
   """The names of a dataset's classes, from its ``ClassLabel`` feature.
 
   For zero-shot prompts; underscores become spaces ("golden_retriever" ->
