@@ -190,6 +190,8 @@ def _chunk_rows(host_batch_size: int, cfg: dict[str, Any]) -> int:
 
 
 def _philox_state(key: tuple[int, int]) -> dict[str, Any]:
+  # The state numpy's `Philox(key=key)` starts in: assigned to one generator per
+  # example in 6 us, where constructing `Generator(Philox(key=key))` takes 33 us.
   return {
     "bit_generator": "Philox",
     "state": {"counter": np.zeros(4, np.uint64), "key": np.array(key, np.uint64)},

@@ -108,6 +108,8 @@ class PositionedSource:
     return record
 
 
+# Not grain.experimental.RebatchIterDataset (0.2.18): it rejects 0-row elements (all-bad chunks),
+# carries no count across elements, and on resume re-reads (re-decodes) an already used-up chunk.
 class Rebatch(grain.IterDataset):
   """Chunks of examples -> batches of exactly ``batch_size``, bad records counted.
 
