@@ -75,9 +75,7 @@ class ExampleTransform:
           f"(data.text_key); features: {sorted(keys)}."
         )
       if tokenizer is None:
-        raise ValueError(
-          "kind='text' needs a tokenizer (big_contrast.data.tokenizer.make_tokenizer)."
-        )
+        raise ValueError("kind='text' needs a tokenizer (big_contrast.data.make_tokenizer).")
     elif self.image_key not in keys:
       raise ValueError(
         f"Dataset has no image feature {self.image_key!r} "
@@ -95,9 +93,7 @@ class ExampleTransform:
           f"features: {sorted(keys)}."
         )
       if tokenizer is None:
-        raise ValueError(
-          "kind='image_text' needs a tokenizer (big_contrast.data.tokenizer.make_tokenizer)."
-        )
+        raise ValueError("kind='image_text' needs a tokenizer (big_contrast.data.make_tokenizer).")
 
   def _decode(self, record) -> np.ndarray | None:
     return augment_lib.decode(record[self.image_key])
