@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sys
 import tarfile
 
 import numpy as np
@@ -16,11 +17,16 @@ from PIL import Image
 from big_contrast.data import convert, convert_writer, pipeline
 from big_contrast.data.tokenizer import make_tokenizer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+import convert_image_folder
+import convert_image_text
+import convert_multilabel
+
 
 def _photos() -> list[np.ndarray]:
   """Real photographs if scikit-image is installed, else synthetic pictures."""
   try:
-    from skimage import data
+    from skimage import data  # noqa: PLC0415 — optional: scikit-image
 
     return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
   except ImportError:
@@ -362,13 +368,6 @@ def test_worker_processes_write_the_same_dataset(image_folder, folder_dataset, t
 
 
 def test_command_line_tools_print_a_summary(image_folder, pairs, tmp_path, capsys):
-  import sys
-
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-  import convert_image_folder
-  import convert_image_text
-  import convert_multilabel
-
   root, _ = image_folder
   summary = convert_image_folder.main(
     ["--root", root, "--out", str(tmp_path / "f"), "--num_workers", "0", "--test_fraction", "0.2"]

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from big_contrast.data import digits, pipeline
+from big_contrast import data
+from big_contrast.data import pipeline
 
 # A chunk buffer above 32 MB is freed (glibc does not raise its thresholds for
 # it), then each step makes three 600 KB float32 arrays, as colour jitter does.
@@ -48,7 +49,7 @@ def test_tuned_malloc_reuses_freed_temporaries_instead_of_faulting_them_in():
 def test_the_pipeline_tunes_malloc_in_process_only_when_configured(monkeypatch, setting, tmp_path):
   calls = []
   monkeypatch.setattr(pipeline, "tune_malloc", lambda: calls.append(1) or True)
-  digits.ensure_built("bc_digits", str(tmp_path))
+  data.ensure_built("bc_digits", str(tmp_path))
   pipeline.train_dataset(
     {"name": "bc_digits", "data_dir": str(tmp_path), "tune_malloc": setting},
     kind="multiview",

@@ -12,19 +12,20 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from big_contrast.data import digits
+from big_contrast import data
+from big_contrast.data import builders, digits
 from big_contrast.data.pipeline import load_source
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tfds"))
-  digits.ensure_built("bc_digits", path)
+  data.ensure_built("bc_digits", path)
   return path
 
 
 def test_digits_builds_offline_with_writer_held_out_splits(data_dir):
-  builder = digits.ensure_built("bc_digits", data_dir)
+  builder = data.ensure_built("bc_digits", data_dir)
   assert builder.info.splits["train"].num_examples == 1500
   assert builder.info.splits["test"].num_examples == 297
   assert builder.info.file_format.value == "array_record"
@@ -69,15 +70,15 @@ def test_ensure_built_second_call_does_not_rebuild(data_dir):
     data_dir, "bc_digits", "1.0.0", "bc_digits-train.array_record-00000-of-00001"
   )
   mtime = os.path.getmtime(record_file)
-  digits._BUILT.clear()  # A fresh process: only the files on disk remain.
-  digits.ensure_built("bc_digits", data_dir)
+  builders._BUILT.clear()  # A fresh process: only the files on disk remain.
+  data.ensure_built("bc_digits", data_dir)
   assert os.path.getmtime(record_file) == mtime
 
 
 def test_ensure_built_is_safe_under_concurrent_first_use(tmp_path):
   code = (
-    "import sys; from big_contrast.data import digits; "
-    "b = digits.ensure_built('bc_digits', sys.argv[1]); "
+    "import sys; from big_contrast import data; "
+    "b = data.ensure_built('bc_digits', sys.argv[1]); "
     "print(b.info.splits['train'].num_examples)"
   )
   env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
@@ -98,20 +99,20 @@ def test_ensure_built_is_safe_under_concurrent_first_use(tmp_path):
 
 def test_default_data_dir_follows_environment(monkeypatch):
   monkeypatch.setenv("BIG_CONTRAST_DATA_DIR", "/some/where")
-  assert digits.default_data_dir() == "/some/where"
+  assert data.default_data_dir() == "/some/where"
   monkeypatch.delenv("BIG_CONTRAST_DATA_DIR")
-  assert digits.default_data_dir().endswith(
+  assert data.default_data_dir().endswith(
     os.path.join(".cache", "big_contrast", "tensorflow_datasets")
   )
 
 
 def test_unknown_bundled_name_is_an_error_naming_it(tmp_path):
   with pytest.raises(ValueError, match="bc_nope"):
-    digits.ensure_built("bc_nope", str(tmp_path))
+    data.ensure_built("bc_nope", str(tmp_path))
 
 
 def test_digit_grids_are_multi_label_and_keep_writers_held_out(data_dir):
-  digits.ensure_built("bc_digits_grid", data_dir)
+  data.ensure_built("bc_digits_grid", data_dir)
 
   def cells_of(split):
     source = load_source("bc_digits", split, data_dir)

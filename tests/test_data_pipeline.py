@@ -12,7 +12,8 @@ import pytest
 import tensorflow_datasets as tfds
 from etils import epath
 
-from big_contrast.data import digits, pipeline, sources
+from big_contrast import data
+from big_contrast.data import augment, digits, pipeline, sources
 from big_contrast.data.tokenizer import make_tokenizer
 
 TOK = make_tokenizer("bytes")
@@ -21,7 +22,7 @@ TOK = make_tokenizer("bytes")
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  digits.ensure_built("bc_digits", data_dir)
+  data.ensure_built("bc_digits", data_dir)
   return {
     "name": "bc_digits",
     "data_dir": data_dir,
@@ -91,6 +92,27 @@ def test_image_kind_and_config_dict_are_supported(cfg):
   )
   assert sorted(batch) == ["image", "index", "label", "skipped"]
   assert batch["image"].shape == (8, 32, 32, 3)
+
+
+def test_data_config_is_resolved_once_against_the_defaults(cfg):
+  resolved = pipeline.resolve_data_config(
+    ml_collections.ConfigDict({**cfg, "read_threads": None, "image_size": None})
+  )
+  assert sorted(resolved) == sorted(pipeline.DATA_DEFAULTS)
+  assert resolved["data_dir"] == cfg["data_dir"] and resolved["read_threads"] is None
+  assert resolved["image_size"] == pipeline.DATA_DEFAULTS["image_size"]  # None: the default
+  assert resolved["augment"] == {**augment.DEFAULTS, **cfg["augment"]}
+  assert pipeline.resolve_data_config(None)["name"] == pipeline.DATA_DEFAULTS["name"]
+
+
+@pytest.mark.parametrize("entry", ["train_iterator", "eval_batches", "class_names"])
+def test_unknown_data_key_is_an_error_naming_it_and_the_known_keys(cfg, entry):
+  kwargs = dict(kind="image", global_batch_size=8, seed=0, process_index=0, process_count=1)
+  if entry == "eval_batches":
+    kwargs = dict(kind="image", batch_size=8, process_index=0, process_count=1)
+  call = getattr(pipeline, entry)
+  with pytest.raises(ValueError, match=r"\['imagesize'\].*known keys: .*'image_size'"):
+    call({**cfg, "imagesize": 16}, **({} if entry == "class_names" else kwargs))
 
 
 def test_unknown_kind_is_an_error_naming_the_choices(cfg):
@@ -299,9 +321,9 @@ def test_bad_image_records_are_skipped_and_counted(corrupt_cfg):
 
 
 def test_chunk_size_and_threads_do_not_change_the_stream_or_the_skip_count(corrupt_cfg):
-  def batches(**data):
+  def batches(**overrides):
     it = pipeline.train_iterator(
-      {**corrupt_cfg, **data},
+      {**corrupt_cfg, **overrides},
       kind="image_text",
       global_batch_size=4,
       seed=3,

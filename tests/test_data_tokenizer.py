@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from big_contrast import data
 from big_contrast.data.digits import caption_for
 from big_contrast.data.tokenizer import make_tokenizer, train_sentencepiece
 
@@ -44,9 +45,18 @@ def test_sentencepiece_model_trained_offline(tmp_path):
   np.testing.assert_array_equal(clone.encode_batch(["seven"], 8), tok.encode_batch(["seven"], 8))
 
 
-def test_unknown_tokenizer_spec_is_an_error():
+def test_unknown_tokenizer_spec_is_an_error_listing_the_accepted_forms():
   with pytest.raises(ValueError, match="nope.model"):
     make_tokenizer("nope.model")
+  with pytest.raises(ValueError, match=r"'bc_lee:VOCAB_SIZE', 'bytes' or the path of a .*\.model"):
+    data.make_tokenizer("nope.model")
+
+
+def test_the_tokenizer_module_knows_no_bundled_vocabulary():
+  # Bundled vocabularies are the data package's (bundled.py), built from its datasets.
+  with pytest.raises(ValueError, match="'bytes' or the path"):
+    make_tokenizer("bc_lee:4000")
+  assert data.make_tokenizer("bytes").vocab_size == 259
 
 
 def test_train_tokenizer_tool_reads_txt_and_jsonl(tmp_path):

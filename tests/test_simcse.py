@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from big_contrast import models, sharding, train
+from big_contrast import data, models, sharding, train
 from big_contrast.data import pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.evaluate import text_similarity
@@ -165,11 +165,11 @@ def test_lee_sentencepiece_model_is_trained_on_the_train_split_and_cached(data_d
 def test_tiny_config_uses_the_lee_vocabulary(data_dir):
   c = simcse.get_config("tiny")
   assert c.model.text.pool == "mean" and not c.model.text.causal
-  tok = tokenizer_lib.make_tokenizer(c.text.tokenizer, str(data_dir))
+  tok = data.make_tokenizer(c.text.tokenizer, str(data_dir))
   assert tok.vocab_size == 4000
   assert os.path.isfile(os.path.join(data_dir, "bc_lee_tokenizer", "train_unigram_4000.model"))
   with pytest.raises(ValueError, match="bc_lee:VOCAB_SIZE"):
-    tokenizer_lib.make_tokenizer("bc_lee:many")
+    data.make_tokenizer("bc_lee:many")
 
 
 def test_bundled_lee_data_and_ratings(data_dir):

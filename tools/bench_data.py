@@ -41,12 +41,16 @@ figure is the best of ``--repeats`` interleaved rounds.
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 224
@@ -64,11 +68,10 @@ def _emit(**fields) -> dict:
 
 def tf_child(ds_dir: str, mode: str, seconds: float, batch: int) -> None:
   """Runs under --tf_python: tf.data pipeline over the ArrayRecord files."""
-  import glob
-
-  import numpy as np
-  import tensorflow as tf
-  from array_record.python.array_record_data_source import ArrayRecordDataSource
+  import tensorflow as tf  # noqa: PLC0415 — TensorFlow is only in the --tf_python environment
+  from array_record.python.array_record_data_source import (  # noqa: PLC0415 — TensorFlow is only in the --tf_python environment
+    ArrayRecordDataSource,
+  )
 
   files = sorted(glob.glob(os.path.join(ds_dir, "*-train.array_record-*")))
   source = ArrayRecordDataSource(files)
@@ -154,8 +157,6 @@ def tf_child(ds_dir: str, mode: str, seconds: float, batch: int) -> None:
 
 def _live_children_cpu() -> float:
   """CPU seconds used so far by this process's live multiprocessing children (grain's workers)."""
-  import multiprocessing
-
   total = 0.0
   for child in multiprocessing.active_children():
     try:
@@ -202,11 +203,10 @@ def _time_batches(it, batch: int, seconds: float, warmup: float = 2.0) -> dict:
 
 def build_dataset(work_dir: str, num_images: int, seed: int = 0) -> str:
   """Random 256-500 px JPEG crops of scikit-image's photos -> TFDS ArrayRecord."""
-  import numpy as np
-  from PIL import Image
-  from skimage import data
+  from PIL import Image  # noqa: PLC0415 — kept out of the tf.data child process
+  from skimage import data  # noqa: PLC0415 — optional: scikit-image (the bench extra)
 
-  from big_contrast.data import convert
+  from big_contrast.data import convert  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   out = os.path.join(work_dir, "photos_jpeg")
   if os.path.exists(os.path.join(out, "dataset_info.json")):
@@ -261,7 +261,7 @@ GRAIN_CONFIGS = ((0, 1), (0, None), (1, 1), (2, 1))
 def bench_grain(
   ds: str, aug: str, workers: int, threads: int | None, seconds: float, batch: int
 ) -> dict:
-  from big_contrast.data import pipeline
+  from big_contrast.data import pipeline  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   cfg = dict(
     name=ds,
@@ -284,29 +284,21 @@ def bench_grain(
     kind="grain",
     aug=aug,
     workers=workers,
-    read_threads=threads or pipeline._read_threads(cfg),
+    read_threads=threads or pipeline._read_threads(pipeline.resolve_data_config(cfg)),
     **result,
   )
 
 
 def bench_bare_loop(ds: str, aug: str, seconds: float) -> dict:
-  import numpy as np
-
-  from big_contrast.data.allocator import tune_malloc
-  from big_contrast.data.examples import ExampleTransform
-  from big_contrast.data.sources import PositionedSource, open_split
+  from big_contrast.data import pipeline  # noqa: PLC0415 — importable once main() puts the repository on sys.path
+  from big_contrast.data.allocator import tune_malloc  # noqa: PLC0415 — importable once main() puts the repository on sys.path
+  from big_contrast.data.sources import PositionedSource, open_split  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   source, features = open_split(ds, "train", None)
   source = PositionedSource(source)
-  ex = ExampleTransform(
-    kind="multiview",
-    features=features,
-    image_size=SIZE,
-    num_views=2,
-    augment=AUGMENTS[aug],
-    tokenizer=None,
-    text_max_len=0,
-  )
+  # The pipeline's own transform for this data config.
+  cfg = pipeline.resolve_data_config(dict(image_size=SIZE, num_views=2, augment=AUGMENTS[aug]))
+  ex = pipeline._example_transform(cfg, features, "multiview", tokenizer=None, text_max_len=0)
   rng = np.random.default_rng(0)
 
   # The pipeline's malloc settings (see big_contrast/data/allocator.py).
@@ -352,10 +344,9 @@ def bench_bare_pair(ds: str, aug: str, seconds: float) -> dict:
 
 
 def bench_device_augment(seconds: float, batch: int) -> dict:
-  import jax
-  import numpy as np
+  import jax  # noqa: PLC0415 — kept out of the tf.data child process
 
-  from big_contrast.data import device_augment
+  from big_contrast.data import device_augment  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   views = np.random.default_rng(0).integers(0, 256, (batch, 2, SIZE, SIZE, 3), np.uint8)
   seeds = np.arange(batch, dtype=np.uint32)
@@ -379,11 +370,10 @@ def bench_device_augment(seconds: float, batch: int) -> dict:
 
 def _decoders():
   """name -> fn(bytes, rng) -> uint8 [2, 224, 224, 3] (decode, 2 crops, flips)."""
-  import cv2
-  import numpy as np
-  from PIL import Image
+  import cv2  # noqa: PLC0415 — kept out of the tf.data child process
+  from PIL import Image  # noqa: PLC0415 — kept out of the tf.data child process
 
-  from big_contrast.data import augment
+  from big_contrast.data import augment  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   def boxes(w, h, rng):
     return [augment.random_crop_box(w, h, rng, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2)]
@@ -435,7 +425,7 @@ def _decoders():
     "opencv_area_or_bilinear (pipeline)": lambda d, rng: cv_views(augment.decode(d), rng),
   }
   try:
-    import simplejpeg
+    import simplejpeg  # noqa: PLC0415 — optional: measured when installed
 
     def sj(data, rng):
       x = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
@@ -448,9 +438,7 @@ def _decoders():
 
 
 def bench_decoders(ds: str, seconds: float) -> list[dict]:
-  import numpy as np
-
-  from big_contrast.data.sources import load_source
+  from big_contrast.data.sources import load_source  # noqa: PLC0415 — importable once main() puts the repository on sys.path
 
   source = load_source(ds, "train")
   blobs = [source[i]["image"] for i in range(min(len(source), 300))]

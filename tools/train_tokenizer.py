@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Iterator
 
+from big_contrast.data.sources import load_source
 from big_contrast.data.tokenizer import make_tokenizer, train_sentencepiece
 
 
@@ -37,8 +38,6 @@ def _captions_from_file(path: str, key: str) -> Iterator[str]:
 
 
 def _captions_from_tfds(name: str, split: str, data_dir: str | None, key: str) -> Iterator[str]:
-  from big_contrast.data.sources import load_source
-
   source = load_source(name, split, data_dir)
   for i in range(len(source)):
     caption = source[i][key]

@@ -285,17 +285,25 @@ def _to_uint8(x01: np.ndarray) -> np.ndarray:
   return np.rint(x01 * 255.0).astype(np.uint8)
 
 
+def resolve_augment_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+  """A plain dict of every ``DEFAULTS`` key, ``cfg``'s values applied (dict, ConfigDict or None).
+
+  A key outside ``DEFAULTS`` is an error naming it and the known keys.
+  """
+  cfg = dict(cfg or {})
+  unknown = set(cfg) - set(DEFAULTS)
+  if unknown:
+    raise ValueError(
+      f"Unknown data.augment keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}."
+    )
+  return {**DEFAULTS, **cfg}
+
+
 class Augment:
   """The configured train transforms; construct once, call per example."""
 
   def __init__(self, cfg: Mapping[str, Any] | None = None):
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-      raise ValueError(
-        f"Unknown data.augment keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}."
-      )
-    self.cfg = {**DEFAULTS, **cfg}
+    self.cfg = resolve_augment_config(cfg)
     self.on_device = bool(self.cfg["device"])
 
   def prob(self, key: str, view: int) -> float:

@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 from PIL import Image
+from tqdm.auto import tqdm
 
 REPORT_FILE = "conversion_report.json"
 # Formats that PIL (our pipeline) and tf.io.decode_image both read.
@@ -252,8 +254,6 @@ def _example(item: Item, cfg: _WorkerConfig) -> tuple[dict | None, str | None, s
 
 def _run_task(task, cfg: _WorkerConfig) -> dict:
   """Writes one task's shards (one per split it touches) and its done marker."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   features = _FEATURES_CACHE.get(cfg.spec)
   if features is None:
     features = _FEATURES_CACHE[cfg.spec] = make_features(cfg.spec)
@@ -374,8 +374,6 @@ def write_dataset(
     verify, formats: see ``check_image``.
     reader_skipped: items the reader already rejected (listed in the report).
   """
-  from tqdm.auto import tqdm
-
   start = time.time()
   out_dir = os.path.abspath(out_dir)
   fingerprint = json.loads(

@@ -1,4 +1,4 @@
-"""The bundled datasets: scikit-learn's handwritten digits as TFDS ArrayRecord.
+"""The bundled digits datasets: scikit-learn's handwritten digits as TFDS ArrayRecord.
 
 Two TFDS builders that need no download and no TensorFlow:
 
@@ -10,25 +10,23 @@ Two TFDS builders that need no download and no TensorFlow:
   ``labels`` feature (multi-label data); train grids use train digits only,
   test grids test digits only.
 
-``ensure_built(name)`` builds on first use into ``default_data_dir()`` and is
-safe when several processes call it at once (see its docstring).
+``big_contrast.data.ensure_built(name)`` builds them on first use
+(``builders.build_once``).
 
 This module knows nothing about grain, models or training.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
-import os
 import zlib
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from PIL import Image
+
+from big_contrast.data.builders import BundledBuilder
 
 DIGIT_NAMES = (
   "zero",
@@ -61,14 +59,6 @@ CAPTION_TEMPLATES = (
 )
 
 
-def default_data_dir() -> str:
-  """``$BIG_CONTRAST_DATA_DIR`` or ``~/.cache/big_contrast/tensorflow_datasets``."""
-  env = os.environ.get("BIG_CONTRAST_DATA_DIR")
-  if env:
-    return env
-  return os.path.join(os.path.expanduser("~"), ".cache", "big_contrast", "tensorflow_datasets")
-
-
 def caption_for(label: int, index: int) -> str:
   """The caption of digit ``label`` at dataset position ``index``.
 
@@ -94,7 +84,8 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
-  from sklearn.datasets import load_digits  # Bundled with sklearn: offline.
+  # Bundled with scikit-learn, so offline; imported here as it costs 1.6 s.
+  from sklearn.datasets import load_digits  # noqa: PLC0415 — only building needs it
 
   digits = load_digits()
   return digits.images, digits.target.astype(np.int64)
@@ -107,20 +98,7 @@ def _split_range(split: str) -> range:
   return range(NUM_TRAIN, len(images))
 
 
-class _BundledBuilder(tfds.core.GeneratorBasedBuilder):
-  """Base of the bundled builders: nothing to download, no TF needed."""
-
-  # TFDS finds a builder's checksums/metadata next to its source through
-  # `importlib_resources`, which some installs lack; pointing it at this
-  # file directly avoids that lookup (there are no checksums to find).
-  code_path = epath.Path(__file__)
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {"train": self._generate_examples("train"), "test": self._generate_examples("test")}
-
-
-class BcDigits(_BundledBuilder):
+class BcDigits(BundledBuilder):
   """scikit-learn digits as 32x32 RGB PNGs with labels and captions."""
 
   name = "bc_digits"
@@ -168,7 +146,7 @@ def grid_caption(labels: list[int]) -> str:
   return "a grid of handwritten digits: " + ", ".join(words[:-1]) + " and " + words[-1]
 
 
-class BcDigitsGrid(_BundledBuilder):
+class BcDigitsGrid(BundledBuilder):
   """2x2 grids of scikit-learn digits (64x64 RGB) with multi-hot labels."""
 
   name = "bc_digits_grid"
@@ -227,69 +205,3 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
   BcDigits.name: BcDigits,
   BcDigitsGrid.name: BcDigitsGrid,
 }
-
-_BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}
-
-
-def bundled_builders() -> dict[str, type[tfds.core.GeneratorBasedBuilder]]:
-  """Every bundled builder: the digits ones and the text one (``lee.BcLee``).
-
-  ``lee`` is imported here, not at the top, as it subclasses this module's
-  builder base; it imports gensim only when its data is built.
-  """
-  from big_contrast.data import lee  # noqa: PLC0415
-
-  return {**BUILDERS, **lee.BUILDERS}
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: str):
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def ensure_built(name: str = "bc_digits", data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Returns the prepared builder of a bundled dataset, building it if needed.
-
-  Args:
-    name: one of ``bundled_builders()`` (``'bc_digits'``, ``'bc_digits_grid'``,
-      ``'bc_lee'``).
-    data_dir: TFDS data dir; ``None`` means ``default_data_dir()``.
-
-  Building happens at most once per data dir: an exclusive ``fcntl.flock``
-  on ``{data_dir}/.{name}.lock`` serialises concurrent first use by several
-  processes on one machine (the losers wait, then find the data prepared);
-  TFDS itself writes into a temporary directory and renames it into place,
-  so a killed build leaves no half-written dataset behind. ``flock`` is not
-  reliable on some network file systems: there, build once before launching
-  many hosts (``python -c "from big_contrast.data import digits;
-  digits.ensure_built('bc_digits')"``).
-  """
-  builders = bundled_builders()
-  if name not in builders:
-    raise ValueError(
-      f"Unknown bundled dataset {name!r}; expected one of {sorted(builders)} "
-      "or a path to a TFDS dataset directory."
-    )
-  data_dir = os.fspath(data_dir or default_data_dir())
-  key = (name, os.path.abspath(data_dir))
-  if key in _BUILT:
-    return _BUILT[key]
-  builder = builders[name](data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    os.makedirs(data_dir, exist_ok=True)
-    with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
-      builder = builders[name](data_dir=data_dir, file_format="array_record")
-      if not builder.is_prepared():
-        builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(
-            try_download_gcs=False,
-          )
-        )
-        builder = builders[name](data_dir=data_dir, file_format="array_record")
-  _BUILT[key] = builder
-  return builder

@@ -32,7 +32,12 @@ KINDS = ("image_text", "multiview", "image", "text")
 
 
 class ExampleTransform:
-  """Turns a raw record into a model example; picklable for grain workers."""
+  """Turns a raw record into a model example; picklable for grain workers.
+
+  The keyword arguments are the data config's keys of the same names
+  (``pipeline.DATA_DEFAULTS`` holds their defaults); ``augment`` is
+  ``data.augment`` (``augment.DEFAULTS``).
+  """
 
   def __init__(
     self,
@@ -44,10 +49,10 @@ class ExampleTransform:
     augment: Mapping[str, Any] | None,
     tokenizer: Tokenizer | None,
     text_max_len: int,
-    image_key: str = "image",
-    caption_key: str = "caption",
-    label_key: str = "label",
-    text_key: str = "text",
+    image_key: str,
+    caption_key: str,
+    label_key: str,
+    text_key: str,
   ):
     if kind not in KINDS:
       raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
@@ -70,9 +75,7 @@ class ExampleTransform:
           f"(data.text_key); features: {sorted(keys)}."
         )
       if tokenizer is None:
-        raise ValueError(
-          "kind='text' needs a tokenizer (big_contrast.data.tokenizer.make_tokenizer)."
-        )
+        raise ValueError("kind='text' needs a tokenizer (big_contrast.data.make_tokenizer).")
     elif self.image_key not in keys:
       raise ValueError(
         f"Dataset has no image feature {self.image_key!r} "
@@ -90,9 +93,7 @@ class ExampleTransform:
           f"features: {sorted(keys)}."
         )
       if tokenizer is None:
-        raise ValueError(
-          "kind='image_text' needs a tokenizer (big_contrast.data.tokenizer.make_tokenizer)."
-        )
+        raise ValueError("kind='image_text' needs a tokenizer (big_contrast.data.make_tokenizer).")
 
   def _decode(self, record) -> np.ndarray | None:
     return augment_lib.decode(record[self.image_key])

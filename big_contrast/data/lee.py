@@ -17,8 +17,9 @@ text tower's context.
 
 ``sentencepiece_model()`` trains (once, then cached beside the TFDS data) a
 small SentencePiece vocabulary on the sentences of the ``train`` split only, so
-that the rated documents never shape the tokenizer; the ``simcse.py:tiny``
-config uses it instead of bytes (sentences 3-4× shorter in tokens, so faster
+that the rated documents never shape the tokenizer. It is the bundled
+vocabulary ``bc_lee`` (tokenizer spec ``"bc_lee:V"``, see ``bundled.py``); the
+``simcse.py:tiny`` config uses it instead of bytes (sentences 3-4× shorter in tokens, so faster
 training and token embeddings that are closer to words).
 
 gensim is imported only when this data is built or read (``pip install
@@ -35,7 +36,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from big_contrast.data import digits
+from big_contrast.data.builders import BundledBuilder, default_data_dir
+from big_contrast.data.tokenizer import train_sentencepiece
 
 _FILES = {"train": "lee_background.cor", "test": "lee.cor"}
 HUMAN_SIMILARITY_FILE = "similarities0-1.txt"
@@ -47,7 +49,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'A-Z0-9])")
 
 def _datapath(name: str) -> str:
   try:
-    from gensim.test.utils import datapath  # noqa: PLC0415
+    from gensim.test.utils import datapath  # noqa: PLC0415 — optional dependency (the text extra)
   except ImportError as e:
     raise ImportError(
       "the bundled Lee corpus (data.name='bc_lee') ships with gensim: "
@@ -91,22 +93,20 @@ def sentencepiece_model(vocab_size: int = 4000, data_dir: str | None = None) -> 
   reused; written under a temporary name and renamed, so concurrent callers agree.
   Ids follow big_contrast's convention (0 pad, 1 unk, 2 eos).
   """
-  from big_contrast.data import tokenizer as tokenizer_lib  # noqa: PLC0415
-
-  folder = os.path.join(data_dir or digits.default_data_dir(), "bc_lee_tokenizer")
+  folder = os.path.join(data_dir or default_data_dir(), "bc_lee_tokenizer")
   path = os.path.join(folder, f"train_unigram_{vocab_size}.model")
   if os.path.isfile(path):
     return path
   os.makedirs(folder, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=folder) as tmp:
-    built = tokenizer_lib.train_sentencepiece(
+    built = train_sentencepiece(
       train_sentences(), os.path.join(tmp, "sp"), vocab_size=vocab_size, model_type="unigram"
     )
     os.replace(built, path)
   return path
 
 
-class BcLee(digits._BundledBuilder):
+class BcLee(BundledBuilder):
   """Sentences of gensim's Lee corpus, with the index of their document."""
 
   name = "bc_lee"

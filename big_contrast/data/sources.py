@@ -21,20 +21,21 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from big_contrast.data import digits
+from big_contrast.data import bundled
+from big_contrast.data.builders import default_data_dir
 
 
 def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  if name_or_dir in digits.bundled_builders():
-    return digits.ensure_built(name_or_dir, data_dir)
+  if name_or_dir in bundled.DATASETS:
+    return bundled.ensure_built(name_or_dir, data_dir)
   if os.path.isdir(name_or_dir):
     return tfds.builder_from_directory(name_or_dir)
   try:
-    return tfds.builder(name_or_dir, data_dir=data_dir or digits.default_data_dir())
+    return tfds.builder(name_or_dir, data_dir=data_dir or default_data_dir())
   except Exception as e:  # tfds raises several types for unknown names.
     raise ValueError(
       f"data.name={name_or_dir!r} is neither a bundled dataset "
-      f"{sorted(digits.bundled_builders())}, an existing TFDS dataset directory "
+      f"{sorted(bundled.DATASETS)}, an existing TFDS dataset directory "
       "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
       f"in data_dir={data_dir!r}."
     ) from e
@@ -62,9 +63,7 @@ def open_split(name_or_dir: str, split: str, data_dir: str | None):
   return builder.as_data_source(split, decoders=decoders), builder.info.features
 
 
-def class_names(
-  name_or_dir: str, data_dir: str | None = None, label_key: str = "label"
-) -> list[str]:
+def class_names(name_or_dir: str, data_dir: str | None, label_key: str) -> list[str]:
   """The names of a dataset's classes, from its ``ClassLabel`` feature.
 
   For zero-shot prompts; underscores become spaces ("golden_retriever" ->
@@ -109,6 +108,8 @@ class PositionedSource:
     return record
 
 
+# Not grain.experimental.RebatchIterDataset (0.2.18): it rejects 0-row elements (all-bad chunks),
+# carries no count across elements, and on resume re-reads (re-decodes) an already used-up chunk.
 class Rebatch(grain.IterDataset):
   """Chunks of examples -> batches of exactly ``batch_size``, bad records counted.
 

@@ -5,8 +5,11 @@ that always survives truncation, which is what the text tower pools on.
 
     tok = make_tokenizer("bytes")                 # tests, tiny configs
     tok = make_tokenizer("/path/captions.model")  # trained by tools/train_tokenizer.py
-    tok = make_tokenizer("bc_lee:4000")           # built from the bundled Lee corpus
     ids = tok.encode_batch(["a handwritten digit seven"], max_len=32)  # [1, 32] int32
+
+Vocabularies built from a bundled dataset (``"bc_lee:4000"``) are
+``big_contrast.data.make_tokenizer``'s (``bundled.py``), which hands the other
+specs to this module.
 
 This module knows nothing about datasets, grain or models.
 """
@@ -17,6 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import sentencepiece as spm
 
 
 class Tokenizer:
@@ -77,8 +81,6 @@ class SentencePieceTokenizer(Tokenizer):
   """
 
   def __init__(self, model_path: str):
-    import sentencepiece as spm  # Only needed for this tokenizer.
-
     self._path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
     self.vocab_size = int(self._sp.get_piece_size())
@@ -107,25 +109,19 @@ class SentencePieceTokenizer(Tokenizer):
     return (SentencePieceTokenizer, (self._path,))
 
 
-def make_tokenizer(spec: str, data_dir: str | None = None) -> Tokenizer:
-  """``"bytes"`` -> ``ByteTokenizer``; a path to a ``.model`` -> SentencePiece.
+# The specs `make_tokenizer` accepts, for error messages here and in `bundled.py`.
+SPECS = (
+  "'bytes' or the path of a SentencePiece .model file (train one with tools/train_tokenizer.py)"
+)
 
-  ``"bc_lee:V"`` is a V-piece SentencePiece model trained on the bundled Lee
-  corpus's train sentences, built on first use into ``data_dir`` (default
-  ``$BIG_CONTRAST_DATA_DIR``) and cached there.
-  """
+
+def make_tokenizer(spec: str) -> Tokenizer:
+  """``"bytes"`` -> ``ByteTokenizer``; the path of a ``.model`` file -> SentencePiece."""
   if spec == "bytes":
     return ByteTokenizer()
-  if spec.startswith("bc_lee:") and spec.split(":", 1)[1].isdigit():
-    from big_contrast.data import lee  # noqa: PLC0415 - needs gensim's data files
-
-    return SentencePieceTokenizer(lee.sentencepiece_model(int(spec.split(":", 1)[1]), data_dir))
   if os.path.isfile(spec):
     return SentencePieceTokenizer(spec)
-  raise ValueError(
-    f"Unknown tokenizer {spec!r}: use 'bytes', 'bc_lee:VOCAB_SIZE' or the path of a "
-    "SentencePiece .model file (train one with tools/train_tokenizer.py)."
-  )
+  raise ValueError(f"Unknown tokenizer {spec!r}: use {SPECS}.")
 
 
 def train_sentencepiece(
@@ -141,8 +137,6 @@ def train_sentencepiece(
   ``hard_vocab_limit=False`` lets a small caption set give a smaller
   vocabulary instead of failing.
   """
-  import sentencepiece as spm
-
   os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
   spm.SentencePieceTrainer.train(
     sentence_iterator=(t for t in texts if t.strip()),
