@@ -36,7 +36,8 @@ setup(
     "importlib_resources>=6.0",  # TFDS registers builders through it
   ],
   extras_require={
-    "test": ["pytest>=8.0", "gensim>=4.3"],
+    # ruff: the formatter and linter .ci/run checks (pinned: its output is the style).
+    "test": ["pytest>=8.0", "gensim>=4.3", "ruff==0.17.6"],
     # The bundled text data (`bc_lee`, configs/simcse.py:tiny) is gensim's Lee corpus.
     "text": ["gensim>=4.3"],
     # TensorFlow is never needed; it only adds clu's TF-based metric writers

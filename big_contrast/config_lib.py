@@ -59,9 +59,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
 
 def augment_config(**overrides) -> ml_collections.ConfigDict:
   """`config.data.augment`: every key of `augment.DEFAULTS`, `overrides` applied."""
-  # Augment checks the keys (an unknown one is an error naming the known ones) and
-  # fills in the defaults.
-  return ml_collections.ConfigDict(augment.Augment(overrides).cfg)
+  return ml_collections.ConfigDict(augment.resolve_augment_config(overrides))
 
 
 def optim_config(**overrides) -> ml_collections.ConfigDict:

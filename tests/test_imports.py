@@ -19,10 +19,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "big_contrast"
 #                                 only modules under one of `targets`;
 #   (importer, "never", targets): modules under `importer` import no module under `targets`.
 # "Under" a name means the module itself or anything inside its package.
+# The layers, bottom up: losses, data, sharding → models → tasks, objectives, optim,
+# microbatch, checkpoint → state → evaluate → config_lib → train (launch beside it).
+TRAINER = ("big_contrast.train", "big_contrast.launch", "big_contrast.config_lib")
 LAYERS = [
   ("big_contrast.losses", "only", ("big_contrast.losses",)),
   ("big_contrast.data", "only", ("big_contrast.data",)),
-  ("big_contrast.evaluate", "never", ("big_contrast.train",)),
+  ("big_contrast.sharding", "only", ("big_contrast.sharding",)),
+  ("big_contrast.models", "only", ("big_contrast.models", "big_contrast.losses")),
+  ("big_contrast.objectives", "never", ("big_contrast.state", "big_contrast.evaluate", *TRAINER)),
+  ("big_contrast.tasks", "never", ("big_contrast.state", "big_contrast.evaluate", *TRAINER)),
+  ("big_contrast.state", "never", ("big_contrast.evaluate", *TRAINER)),
+  # Evaluators are handed an encoder; only the CLI (__main__) uses launch's start-up.
+  ("big_contrast.evaluate", "never", ("big_contrast.train", "big_contrast.config_lib")),
+  ("big_contrast.launch", "only", ()),
+  ("big_contrast.config_lib", "never", ("big_contrast.train", "big_contrast.launch")),
 ]
 
 

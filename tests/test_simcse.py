@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from big_contrast import data, models, sharding, train
-from big_contrast.data import pipeline
+from big_contrast.data import lee, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.evaluate import text_similarity
 from big_contrast.state import Trainee
@@ -151,8 +151,6 @@ def test_lee_pieces_on_hand_checkable_cases():
 
 
 def test_lee_sentencepiece_model_is_trained_on_the_train_split_and_cached(data_dir):
-  from big_contrast.data import lee
-
   path = lee.sentencepiece_model(500, data_dir=str(data_dir))
   assert lee.sentencepiece_model(500, data_dir=str(data_dir)) == path
   tok = tokenizer_lib.make_tokenizer(path)
@@ -173,8 +171,6 @@ def test_tiny_config_uses_the_lee_vocabulary(data_dir):
 
 
 def test_bundled_lee_data_and_ratings(data_dir):
-  from big_contrast.data import lee
-
   assert len(lee.documents("train")) == 300 and len(lee.documents("test")) == 50
   human = lee.human_similarity()
   assert human.shape == (50, 50) and np.allclose(human, human.T)

@@ -57,21 +57,24 @@ def cpu_matmul_peak(n: int = 1024, repeats: int = 10) -> float:
 
 
 def synthetic_batch(config, rng, vocab_size: int):
-  import numpy as np  # noqa: PLC0415
+  """Random inputs of the shapes the config's task trains on, plus the label fields losses read."""
+  import numpy as np  # noqa: PLC0415 — after absl parsed the flags, so --help is instant
+
+  from big_contrast import tasks  # noqa: PLC0415
 
   b, s = config.batch_size, config.data.image_size
-  if config.task == "image_text":
-    return dict(
-      image=rng.normal(size=(b, s, s, 3)).astype(np.float32),
-      text=rng.integers(3, vocab_size, size=(b, config.text.max_len)).astype(np.int32),
-      text_id=np.arange(b, dtype=np.int32),
-      label=np.zeros(b, np.int32),
-    )
-  v = config.data.get("num_views", 2)
-  return dict(
-    views=rng.normal(size=(b, v, s, s, 3)).astype(np.float32),
+  make = {
+    "image": lambda: rng.integers(0, 256, size=(b, s, s, 3), dtype=np.uint8),
+    "views": lambda: rng.integers(0, 256, size=(b, config.data.num_views, s, s, 3), dtype=np.uint8),
+    "text": lambda: rng.integers(3, vocab_size, size=(b, config.text.max_len)).astype(np.int32),
+  }
+  batch = {name: make[name]() for name in tasks.get(config.task).inputs}
+  batch.update(
+    text_id=np.arange(b, dtype=np.int32),
     label=rng.integers(0, 10, size=(b,)).astype(np.int32),
+    labels=(rng.random((b, 10)) < 0.3).astype(np.int32),
   )
+  return batch
 
 
 def main(argv):
@@ -79,12 +82,12 @@ def main(argv):
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from big_contrast import sharding, train  # noqa: PLC0415
+  from big_contrast import sharding, tasks, train  # noqa: PLC0415
   from big_contrast.state import Trainee  # noqa: PLC0415
 
   config = _CONFIG.value
   mesh = sharding.make_mesh(config.mesh)
-  vocab = 259 if config.task == "image_text" else None
+  vocab = 259 if tasks.get(config.task).needs_tokenizer else None
   batch = sharding.host_batch_to_global(
     synthetic_batch(config, np.random.default_rng(_SEED.value), vocab or 0), mesh
   )

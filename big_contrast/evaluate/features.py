@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+import einops
 import jax
 import ml_collections
 import numpy as np
@@ -132,12 +133,12 @@ def raw_pixels(config: ml_collections.ConfigDict, split: str) -> dict[str, np.nd
     m = b["mask"].astype(bool)
     images = augment.to_unit_range(b["image"][m])  # the models' [-1, 1] input range
     if size:
-      n, h, w, c = images.shape
+      h, w = images.shape[1:3]
       if h % size or w % size:
         raise ValueError(
           f"config.eval.raw_pixels_size={size} does not divide the {h}x{w} eval images"
         )
-      images = images.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
+      images = einops.reduce(images, "n (h a) (w b) c -> n h w c", "mean", h=size, w=size)
     rows.append(images.reshape(len(images), -1))
     index.append(b["index"][m])
     for key in ("label", "labels"):
