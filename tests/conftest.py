@@ -21,5 +21,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One TFDS directory for the session: each bundled dataset is built once, on first use.
+
+  Building `bc_digits` takes seconds and `bc_digits_grid` tens of seconds on a 2-core machine,
+  and `data.ensure_built` is safe when several processes race to build the same one, so every
+  test (and every trainer subprocess it starts) shares this directory rather than building its
+  own copy. Tests of the build itself use their own `tmp_path`.
+  """
+  return str(tmp_path_factory.mktemp("tfds"))

@@ -50,11 +50,6 @@ VOCAB = {"clip": 49_408, "siglip": 32_000, "simcse": 30_522}  # the papers' toke
 MESH = {"simcse": (4, 16)}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
-
-
 def _shrink(config, data_dir):
   """A few seconds per compile on CPU: batch 32, one block, narrow."""
   config.data.data_dir = str(data_dir)

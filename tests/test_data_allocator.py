@@ -46,12 +46,12 @@ def test_tuned_malloc_reuses_freed_temporaries_instead_of_faulting_them_in():
 
 
 @pytest.mark.parametrize("setting", [True, False])
-def test_the_pipeline_tunes_malloc_in_process_only_when_configured(monkeypatch, setting, tmp_path):
+def test_the_pipeline_tunes_malloc_in_process_only_when_configured(monkeypatch, setting, data_dir):
   calls = []
   monkeypatch.setattr(pipeline, "tune_malloc", lambda: calls.append(1) or True)
-  data.ensure_built("bc_digits", str(tmp_path))
+  data.ensure_built("bc_digits", data_dir)
   pipeline.train_dataset(
-    {"name": "bc_digits", "data_dir": str(tmp_path), "tune_malloc": setting},
+    {"name": "bc_digits", "data_dir": data_dir, "tune_malloc": setting},
     kind="multiview",
     global_batch_size=8,
     seed=0,

@@ -18,10 +18,9 @@ from big_contrast.data.pipeline import load_source
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  data.ensure_built("bc_digits", path)
-  return path
+def data_dir(data_dir):
+  data.ensure_built("bc_digits", data_dir)
+  return data_dir
 
 
 def test_digits_builds_offline_with_writer_held_out_splits(data_dir):

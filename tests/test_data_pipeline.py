@@ -20,8 +20,7 @@ TOK = make_tokenizer("bytes")
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
+def cfg(data_dir):
   data.ensure_built("bc_digits", data_dir)
   return {
     "name": "bc_digits",

@@ -76,8 +76,8 @@ def test_sharded_over_8_devices_equals_one_device():
   np.testing.assert_allclose(sharded, single, atol=1e-6)
 
 
-def test_pipeline_ships_crop_flip_views_and_a_seed_per_example(tmp_path):
-  cfg = dict(name="bc_digits", data_dir=str(tmp_path), augment=dict(device=True))
+def test_pipeline_ships_crop_flip_views_and_a_seed_per_example(data_dir):
+  cfg = dict(name="bc_digits", data_dir=data_dir, augment=dict(device=True))
 
   def first_batch():
     it = pipeline.train_iterator(

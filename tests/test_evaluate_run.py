@@ -20,8 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("batch_size", [24, 40])  # neither divides the 297 test examples
-def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
-  data = dict(name="bc_digits", data_dir=str(tmp_path))
+def test_extract_counts_every_example_once_on_8_devices(data_dir, batch_size):
+  data = dict(name="bc_digits", data_dir=data_dir)
   mesh = sharding.make_mesh({"data": -1})
   w = jnp.asarray(np.random.default_rng(0).normal(size=(32 * 32 * 3, 5)), jnp.float32)
   # uint8 pixels in the models' [-1, 1] convention, as the towers see them.
@@ -45,8 +45,8 @@ def test_extract_counts_every_example_once_on_8_devices(tmp_path, batch_size):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_on_a_trained_run(tmp_path):
-  workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+def test_evaluate_cli_on_a_trained_run(tmp_path, data_dir):
+  workdir = tmp_path / "run"
   train = subprocess.run(
     [
       sys.executable,
@@ -105,12 +105,12 @@ def test_evaluate_cli_on_a_trained_run(tmp_path):
   assert "probe/top1" in out.stdout
 
 
-def test_probe_evaluator_is_multilabel_on_the_digit_grids(tmp_path):
+def test_probe_evaluator_is_multilabel_on_the_digit_grids(data_dir):
   sys.path.insert(0, REPO)
   from configs import simclr as simclr_config  # noqa: PLC0415 — the repo root is on the path now
 
   config = simclr_config.get_config("digits")
-  config.data.update(name="bc_digits_grid", data_dir=str(tmp_path), image_size=64)
+  config.data.update(name="bc_digits_grid", data_dir=data_dir, image_size=64)
   config.model.image.update(image_size=64, width=32, depth=1, heads=2, mlp_dim=64, patch=16)
   config.eval.raw_pixels_size = 8
   trainee = Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)

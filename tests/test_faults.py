@@ -8,7 +8,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from big_contrast import checkpoint, sharding, train
 from big_contrast.state import Trainee
@@ -36,11 +35,6 @@ def _cmd(workdir, data_dir, *overrides):
     "--config.eval.baselines=False",
     *overrides,
   ]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
 
 
 def _small_trainee(data_dir, mesh_cfg, devices=None):

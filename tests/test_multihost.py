@@ -57,8 +57,7 @@ def _losses(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
-  data_dir = tmp_path / "tfds"
+def test_two_processes_match_one_process(tmp_path, data_dir):
   single = subprocess.run(
     _cmd(tmp_path / "single", data_dir),
     cwd=REPO,

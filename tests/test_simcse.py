@@ -21,11 +21,6 @@ from configs import simcse
 pytest.importorskip("gensim")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
-
-
 def _config(data_dir, dropout=0.1):
   c = simcse.get_config("tiny")
   c.data.data_dir = str(data_dir)

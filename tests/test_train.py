@@ -36,11 +36,6 @@ def tiny(config, data_dir):
   return config
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
-
-
 def _losses_on(config, devices, steps=3):
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   tok = tokenizer_lib.make_tokenizer("bytes") if config.task == "image_text" else None
