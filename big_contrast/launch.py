@@ -351,11 +351,7 @@ def run(
   `user_errors` (plus `ConfigError` and flag errors) exit 2, `stop_errors` exit 1,
   both with their message only (debug mode: and the traceback).
   """
-  config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/clip.py:digits.", lock_config=True
-  )
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  define_flags()
   app.run(
     lambda argv: _guarded(
       lambda a: main(quiet_library_logs(a)), argv, (ConfigError, *user_errors), stop_errors
@@ -363,6 +359,21 @@ def run(
     argv=sys.argv,
     flags_parser=_parse_flags,
   )
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """`--config` (a config file, then `--config.key=value` overrides) and `--workdir`."""
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, e.g. configs/clip.py:digits.",
+    flag_values=flag_values,
+    lock_config=True,
+  )
+  flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and results.", flag_values=flag_values
+  )
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
 def quiet_library_logs(argv):

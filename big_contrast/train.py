@@ -429,9 +429,10 @@ def main(argv):
   train_and_evaluate(config, flags.FLAGS.workdir)
 
 
+# How the command line reports these (launch.run): a user's mistake exits 2, a run stopped by
+# its environment 1, both with their message only.
+USER_ERRORS = (data.DataError, workdir_lock.WorkdirLocked)
+STOP_ERRORS = (checkpoint.DiskFull, checkpoint.NoReadableCheckpoint)
+
 if __name__ == "__main__":
-  launch.run(
-    main,
-    user_errors=(data.DataError, workdir_lock.WorkdirLocked),
-    stop_errors=(checkpoint.DiskFull, checkpoint.NoReadableCheckpoint),
-  )
+  launch.run(main, user_errors=USER_ERRORS, stop_errors=STOP_ERRORS)

@@ -31,10 +31,11 @@ from tests import reliability_support as support
 
 pytestmark = pytest.mark.slow
 
-# The reference also meets an evaluator that cannot run on its data: a probe split of
-# three examples leaves the probe's held-out part empty.
+# The reference also meets evaluators that cannot run as configured on its data: a probe
+# split of three examples leaves the probe's held-out part empty (skipped), and is smaller
+# than kNN's k=20 (kNN votes over all three).
 EVALS = (
-  "--config.eval.at_end=('linear_probe','diagnostics')",
+  "--config.eval.at_end=('linear_probe','knn','diagnostics')",
   "--config.eval.probe_split=train[:3]",
 )
 
@@ -144,11 +145,13 @@ def test_the_first_run_finishes_untouched(runs):
   assert runs["results"]["step"] == support.STEPS
 
 
-def test_an_evaluator_that_cannot_run_is_recorded_as_skipped_and_the_others_written(runs):
+def test_evaluators_that_cannot_run_as_configured_adapt_or_are_recorded_as_skipped(runs):
   results = runs["results"]
   assert "held-out split is empty" in results["skipped"]["linear_probe"]
   assert "diagnostics/effective_rank" in results
   assert not any(k.startswith("probe/") for k in results)
+  assert results["knn/k"] == 3 and 0 <= results["knn/top1"] <= 1
+  assert "kNN: config.eval.knn_k=20 but 'train[:3]' has 3 points" in runs["first_out"]
   assert "WARNING: evaluator 'linear_probe' skipped" in runs["first_out"]
 
 

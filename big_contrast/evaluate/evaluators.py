@@ -111,13 +111,26 @@ def linear_probe(config, encoder: Encoder) -> dict[str, float]:
 
 
 def knn(config, encoder: Encoder) -> dict[str, float]:
+  """kNN accuracy; with fewer train points than `eval.knn_k` it votes over all of them
+  (k = n, the limit of the k-neighbourhood), says so and records the k used as `knn/k`."""
   train = features.image_features(config, encoder, config.eval.probe_split)
   test = features.image_features(config, encoder, config.data.eval_split)
-  return _scalars(
-    "knn",
-    knn_accuracy(
-      train["features"], train["label"], test["features"], test["label"], k=config.eval.knn_k
-    ),
+  if "label" not in train:
+    raise ValueError("kNN needs a 'label' field in the eval data (config.data.label_key)")
+  k, n = config.eval.knn_k, len(train["features"])
+  results = {}
+  if n and k > n:
+    print(
+      f"WARNING: kNN: config.eval.knn_k={k} but {config.eval.probe_split!r} has {n} points; "
+      f"voting over all {n}",
+      flush=True,
+    )
+    k = results["knn/k"] = n
+  return (
+    _scalars(
+      "knn", knn_accuracy(train["features"], train["label"], test["features"], test["label"], k=k)
+    )
+    | results
   )
 
 
