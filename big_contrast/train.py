@@ -430,9 +430,10 @@ def main(argv):
 
 
 # How the command line reports these (launch.run): a user's mistake exits 2, a run stopped by
-# its environment 1, both with their message only.
+# its environment or its numerics (FloatingPointError: non-finite steps) 1, both with their
+# message only.
 USER_ERRORS = (data.DataError, workdir_lock.WorkdirLocked)
-STOP_ERRORS = (checkpoint.DiskFull, checkpoint.NoReadableCheckpoint)
+STOP_ERRORS = (checkpoint.DiskFull, checkpoint.NoReadableCheckpoint, FloatingPointError)
 
 if __name__ == "__main__":
   launch.run(main, user_errors=USER_ERRORS, stop_errors=STOP_ERRORS)
