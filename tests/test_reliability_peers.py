@@ -1,8 +1,9 @@
 """A multi-process run whose peer dies: the survivor exits within the configured bound,
 naming the lost process, instead of waiting in a collective for ever.
 
-Two local processes over gloo (one CPU device each) train; once process 0 reports a step,
-process 1 gets SIGKILL.
+Two local processes over gloo (one CPU device each) start a run; once process 0 has its
+state (it goes on to compile and step, meeting its peer in collectives), process 1 gets
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def test_a_killed_peer_stops_the_survivor_within_the_bound_naming_it(tmp_path, t
   cmd = support.train_cmd(
     tmp_path / "run",
     data_dir,
-    "--config.total_steps=100000",  # it must still be training when its peer dies
+    "--config.total_steps=100000",  # it must still be running when its peer dies
     "--config.ckpt_every=100000",
     f"--config.peer_timeout_s={PEER_TIMEOUT_S}",
   )
@@ -61,12 +62,12 @@ def test_a_killed_peer_stops_the_survivor_within_the_bound_naming_it(tmp_path, t
     lines = []
     for line in survivor.stdout:
       lines.append(line)
-      if line.startswith("step 10/"):
+      if line.startswith("Initialised a new run"):
         victim.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         break
     else:
-      pytest.fail("process 0 ended before training:\n" + "".join(lines[-40:]))
+      pytest.fail("process 0 ended before its state was made:\n" + "".join(lines[-40:]))
     out, _ = survivor.communicate(timeout=PEER_TIMEOUT_S + 120)
     elapsed = time.monotonic() - killed
   finally:
