@@ -111,6 +111,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.log_every = 50
   c.ckpt_every = 1000
   c.keep_ckpts = 3
+  c.peer_timeout_s = 60.0  # multi-process: a peer silent this long is lost; the rest stop
   # Evaluators during training, e.g. ({"evaluator": "knn", "every": 500},), optionally
   # on other data: {"evaluator": "linear_probe", "every": 1000, "name": "probe_grid",
   # "data": {"name": "bc_digits_grid"}} (see big_contrast/evaluate/evaluators.py).

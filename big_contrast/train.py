@@ -4,7 +4,8 @@ r"""Trains a contrastive model from a config, then evaluates it.
       [--config.total_steps=200 --config.mesh.fsdp=2 ...]
 
 Re-running the same command on the same workdir resumes from the newest
-checkpoint. The library entry point is `train_and_evaluate(config, workdir)`:
+checkpoint; a second run on a workdir in use stops at once, naming the holder
+(`workdir_lock`). The library entry point is `train_and_evaluate(config, workdir)`:
 set-up (data, state restored or initialised, the step compiled ahead of time),
 the loop (step, log, evaluate, checkpoint, preemption), and the final evaluation.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import time
@@ -38,12 +40,15 @@ from big_contrast import (
   objectives,
   sharding,
   tasks,
+  workdir_lock,
   writers,
 )
 from big_contrast.data import device_augment, pipeline
 from big_contrast.evaluate import Encoder, evaluators
 from big_contrast.models import pretrained
 from big_contrast.state import Trainee
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- Update step ---
 
@@ -166,7 +171,8 @@ def _init_from_pretrained(init_cfg, trainee: Trainee, state: dict) -> dict:
 def _restore_or_init(run: _Run) -> dict:
   """The newest readable checkpoint (with the data iterator's position), else a new state."""
   config, trainee = run.config, run.trainee
-  restored = run.ckpt.restore(trainee.abstract_state, run.train_iter)
+  # Unreadable steps are moved aside (never deleted), so the run can save them again.
+  restored = run.ckpt.restore(trainee.abstract_state, run.train_iter, move_aside=True)
   if restored is None:
     state = trainee.init(config.seed)
     print(f"Initialised a new run in {run.workdir}", flush=True)
@@ -199,21 +205,30 @@ def _compile(train_step, state, first_batch, debug: str):
 def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   mesh = sharding.make_mesh(config.mesh)
   if config.batch_size % mesh.size:
-    raise ValueError(
+    raise launch.ConfigError(
       f"config.batch_size={config.batch_size} must be divisible by the "
       f"{mesh.size} devices of the mesh {dict(mesh.shape)}"
     )
   task = tasks.get(config.task)
-  tokenizer = (
-    data.make_tokenizer(config.text.tokenizer, config.data.data_dir)
-    if task.needs_tokenizer
-    else None
-  )
-  train_iter = _train_iterator(config, task, tokenizer)
+  try:  # the checks of the input pipeline's set-up are all about the user's data or paths
+    tokenizer = (
+      data.make_tokenizer(config.text.tokenizer, config.data.data_dir)
+      if task.needs_tokenizer
+      else None
+    )
+    train_iter = _train_iterator(config, task, tokenizer)
+  except (ValueError, FileNotFoundError) as e:
+    if isinstance(e, data.DataError):
+      raise
+    raise data.DataError(str(e)) from e
   trainee = Trainee(config, mesh, vocab_size=tokenizer.vocab_size if tokenizer else None)
   ckpt = checkpoint.Checkpointer(
     os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_ckpts
   )
+  if jax.process_index() == 0:
+    ckpt.move_aside_unfinished()  # saves a crash cut short: kept in checkpoints/corrupt/
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("big_contrast:unfinished_moved")
   return _Run(config, workdir, trainee, tokenizer, train_iter, ckpt, writers.MetricWriter(workdir))
 
 
@@ -265,7 +280,8 @@ def _periodic_eval(run: _Run, state: dict, ev) -> dict[str, float]:
   encoder = Encoder(run.trainee, state, run.tokenizer)
   results = evaluators.run([ev.evaluator], ev_config, encoder)
   prefix = ev.get("name", ev.evaluator)
-  return {f"eval/{prefix}/{k}": v for k, v in results.items()}
+  # A skipped evaluator has printed why; its reason is not a scalar to log.
+  return {f"eval/{prefix}/{k}": v for k, v in results.items() if k != "skipped"}
 
 
 def _save(run: _Run, step: int, state: dict) -> None:
@@ -288,6 +304,7 @@ def _train(run: _Run, state: dict, debug: str) -> dict | None:
   window = writers.MetricWindow(config.max_nonfinite_steps)
   preempt = _Preemption()
   batch = first
+  failing = False
   try:
     while step < config.total_steps:
       state, metrics = step_fn(state, batch)
@@ -312,11 +329,26 @@ def _train(run: _Run, state: dict, debug: str) -> dict | None:
         return None
       if not last:
         batch = sharding.host_batch_to_global(next(run.train_iter), mesh)
+  except BaseException:
+    failing = True
+    raise
   finally:
     preempt.restore()
-    run.writer.flush()
-    run.ckpt.close()
+    _stop_writing(run, quietly=failing)
   return state
+
+
+def _stop_writing(run: _Run, *, quietly: bool) -> None:
+  """Flushes the metrics and finishes the checkpoint in flight. After a failure an error
+  here (the same full disk, say) is only logged (at INFO), so the first one is what the
+  user sees."""
+  for finish in (run.writer.flush, run.ckpt.close):
+    try:
+      finish()
+    except Exception as e:
+      if not quietly:
+        raise
+      log.info("while stopping after an error: %s: %s", type(e).__name__, e)
 
 
 # --------------------------------------------------------------------- Finish ---
@@ -360,20 +392,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns the final evaluation results (also written to `workdir/results.json`),
   or {} when the run was preempted (it saved its step; run it again to resume).
   """
-  config_lib.validate(config)
+  _validate(config)
   debug = launch.apply_debug(config)
   workdir = os.fspath(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  run = _set_up(config, workdir)
-  state = _train(run, _restore_or_init(run), debug)
-  return {} if state is None else _finish(run, state)
+  lock = workdir_lock.acquire_for_run(workdir)
+  try:
+    run = _set_up(config, workdir)
+    state = _train(run, _restore_or_init(run), debug)
+    return {} if state is None else _finish(run, state)
+  except Exception as e:
+    if checkpoint.is_disk_full(e) and not isinstance(e, checkpoint.DiskFull):
+      raise checkpoint.DiskFull(
+        f"no space left on the device of {workdir} ({checkpoint.root_cause(e)}); the "
+        "checkpoints are intact: free space and re-run the same command to resume"
+      ) from e
+    raise
+  finally:
+    lock.release()
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  try:
+    config_lib.validate(config)
+  except (ValueError, TypeError, KeyError) as e:
+    if isinstance(e, launch.ConfigError):
+      raise
+    raise launch.ConfigError(str(e).strip("'\"")) from e
 
 
 def main(argv):
   del argv
-  launch.maybe_initialize_distributed()
-  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  config = flags.FLAGS.config
+  _validate(config)  # before joining the other processes: a bad config stops every one alike
+  launch.maybe_initialize_distributed(config.peer_timeout_s)
+  train_and_evaluate(config, flags.FLAGS.workdir)
 
+
+# How the command line reports these (launch.run): a user's mistake exits 2, a run stopped by
+# its environment or its numerics (FloatingPointError: non-finite steps) 1, both with their
+# message only.
+USER_ERRORS = (data.DataError, workdir_lock.WorkdirLocked)
+STOP_ERRORS = (checkpoint.DiskFull, checkpoint.NoReadableCheckpoint, FloatingPointError)
 
 if __name__ == "__main__":
-  launch.run(main)
+  launch.run(main, user_errors=USER_ERRORS, stop_errors=STOP_ERRORS)

@@ -126,7 +126,10 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys
   step, restored = checkpoint.Checkpointer(str(tmp_path)).restore(abstract)
   assert step == 1
   np.testing.assert_array_equal(restored["w"], state["w"])
-  assert "checkpoint step 2 unreadable" in capsys.readouterr().out
+  warning = capsys.readouterr().out
+  assert f"checkpoint step 2 in {tmp_path} is unreadable: 2/state/" in warning
+  # Restoring did not move anything: only the trainer (move_aside=True) does.
+  assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
 def test_restore_onto_other_meshes(tmp_path, data_dir):

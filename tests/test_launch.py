@@ -360,7 +360,7 @@ def test_run_until_done_gives_up_on_failures_without_progress(tmp_path):
       "--",
       sys.executable,
       "-c",
-      "raise SystemExit(2)",
+      "raise SystemExit(3)",
     ],
     capture_output=True,
     text=True,
@@ -368,6 +368,24 @@ def test_run_until_done_gives_up_on_failures_without_progress(tmp_path):
   )
   assert out.returncode == 1
   assert out.stderr.count("] attempt ") == 2 and "without a newer checkpoint" in out.stderr
+
+
+def test_run_until_done_does_not_restart_after_a_user_error(tmp_path):
+  # Exit status 2: the trainer rejected its config or data, or the workdir is in use.
+  out = subprocess.run(
+    [
+      sys.executable,
+      str(REPO / "tools/run_until_done.py"),
+      f"--workdir={tmp_path}",
+      "--backoff_s=0",
+    ]
+    + ["--", sys.executable, "-c", "raise SystemExit(2)"],
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert out.returncode == 1
+  assert out.stderr.count("] attempt ") == 1 and "not restarting" in out.stderr
 
 
 def test_latest_checkpoint_step_ignores_unfinished_saves(tmp_path):

@@ -15,8 +15,9 @@ exists. Any other end of the command, a clean exit after a preemption (the
 trainer saves and exits 0 on SIGTERM) or a crash, starts another attempt after
 a pause that doubles with each attempt that made no progress (no newer
 checkpoint), up to --max_backoff_s. It gives up after --max_restarts restarts,
-or after --max_stalled attempts in a row that failed without progress (a
-broken config fails the same way every time). SIGTERM/SIGINT sent to this
+or after --max_stalled attempts in a row that failed without progress, and at
+once when the trainer exits 2: a config or data error, or a workdir in use by
+another run, which no restart changes. SIGTERM/SIGINT sent to this
 wrapper go to the command, and the wrapper then stops.
 
 gs:// workdirs are inspected with `gcloud storage ls`. Exit status: 0 when the
@@ -33,6 +34,9 @@ import signal
 import subprocess
 import sys
 import time
+
+# The trainer's exit status for a user's mistake (big_contrast.launch): never retried.
+USER_ERROR = 2
 
 
 def _gcs_ls(path: str) -> list[str] | None:
@@ -119,6 +123,12 @@ def run_until_done(
     forward.proc = None
     if forward.stop:
       log("[run_until_done] stopped by a signal; not restarting")
+      return is_done(workdir, total_steps)
+    if rc == USER_ERROR:
+      log(
+        f"[run_until_done] exit status {rc}: the trainer rejected its input (config, data, "
+        "or a workdir in use by another run), which a restart would not change; not restarting"
+      )
       return is_done(workdir, total_steps)
     after = latest_checkpoint_step(workdir)
     progressed = after is not None and (before is None or after > before)

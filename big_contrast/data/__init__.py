@@ -15,9 +15,11 @@ from big_contrast.data.builders import default_data_dir
 from big_contrast.data.bundled import ensure_built, make_tokenizer
 from big_contrast.data.digits import DIGIT_NAMES
 from big_contrast.data.pipeline import eval_batches, load_source, train_dataset, train_iterator
+from big_contrast.data.sources import DataError
 
 __all__ = [
   "DIGIT_NAMES",
+  "DataError",
   "default_data_dir",
   "ensure_built",
   "eval_batches",

@@ -11,7 +11,8 @@ the model maps it to [-1, 1] on the accelerator (``to_unit_range`` here is the
 same map, for host-side users such as the raw-pixel baseline).
 
 * ``decode``: encoded bytes -> ``[H, W, 3]`` (OpenCV; Pillow for formats OpenCV
-  lacks, e.g. GIF), or ``None`` when the bytes do not decode.
+  lacks, e.g. GIF), or ``None`` when the bytes do not decode or declare more than
+  ``MAX_IMAGE_PIXELS`` (``decode_checked`` also says why).
 * ``Augment.simclr_views``: V independent SimCLR views, ``[V, S, S, 3]``.
 * ``Augment.clip_train``: one mild random-resized-crop view, ``[S, S, 3]``.
 * ``eval_view``: resize the shorter side to S, centre crop, ``[S, S, 3]``.
@@ -58,12 +59,14 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # grain already runs many reader threads per process; OpenCV's own thread pool
 # on top of them only oversubscribes the cores.
@@ -93,7 +96,15 @@ RGB_TO_YIQ = np.array(
 YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ).astype(np.float32)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-_CV2_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+# EXIF orientation is honoured (OpenCV applies it; the Pillow fallback transposes).
+_CV2_FLAGS = cv2.IMREAD_COLOR_RGB
+
+# Images above this many pixels are not decoded (a "decompression bomb": a small
+# file that would decode to gigabytes). Pillow's own hard limit, 2 x 89.5M pixels.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+
+# JPEG start-of-frame markers (they carry the size): C0-CF but DHT, JPG and DAC.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def to_unit_range(x: np.ndarray) -> np.ndarray:
@@ -101,22 +112,83 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.float32) * (2.0 / 255.0) - 1.0).astype(np.float32, copy=False)
 
 
-def decode(data: bytes) -> np.ndarray | None:
-  """Encoded image bytes -> ``uint8 [H, W, 3]`` RGB, or ``None`` if they do not decode.
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+  i, n = 2, len(data)
+  while i + 4 <= n:
+    if data[i] != 0xFF:
+      return None
+    marker = data[i + 1]
+    if marker == 0xFF:  # fill byte
+      i += 1
+      continue
+    if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+      i += 2
+      continue
+    if marker in _SOF_MARKERS:
+      if i + 9 > n:
+        return None
+      height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+      return width, height
+    i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+  return None
 
-  EXIF orientation is ignored, as TensorFlow's and Pillow's decoders do, so
-  every decoder gives the same pixels for the same file.
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+  """(width, height) read from an encoded image's header, without decoding it; None if unknown.
+
+  PNG, GIF and JPEG by hand (a few microseconds, off the GIL-holding Pillow
+  path); other formats through Pillow, which also reads only the header.
   """
-  buf = np.frombuffer(data, np.uint8)
-  x = cv2.imdecode(buf, _CV2_FLAGS) if buf.size else None
-  if x is not None:
-    return x
-  try:  # Formats OpenCV does not read (GIF), or bytes it rejects.
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return np.asarray(img.convert("RGB"))
+  if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+  if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+    width, height = struct.unpack("<HH", data[6:10])
+    return width, height
+  if data[:2] == b"\xff\xd8":
+    return _jpeg_size(data)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      return Image.open(io.BytesIO(data)).size
+  except Image.DecompressionBombError:
+    return (MAX_IMAGE_PIXELS + 1, 1)
   except Exception:  # noqa: BLE001 - PIL raises many types for bad data.
     return None
+
+
+def decode_checked(data: bytes) -> tuple[np.ndarray | None, str]:
+  """Encoded image bytes -> (``uint8 [H, W, 3]`` RGB, "") or (None, why it was not decoded).
+
+  Any format OpenCV reads (JPEG incl. CMYK and progressive, PNG incl. 16-bit,
+  palette, grey and alpha, WebP, BMP, ...), others (GIF) through Pillow; 16-bit
+  samples keep their high byte, alpha is dropped (as TensorFlow's and
+  torchvision's RGB decoders do), grey becomes three equal channels, and the
+  EXIF orientation is applied. Images above ``MAX_IMAGE_PIXELS`` are refused
+  before decoding.
+  """
+  if not data:
+    return None, "empty image bytes"
+  size = image_size(data)
+  if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    return None, (
+      f"decompression bomb: {len(data)} bytes declare {size[0]}x{size[1]} pixels "
+      f"(> augment.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS})"
+    )
+  x = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
+  if x is not None:
+    return x, ""
+  try:  # Formats OpenCV does not read (GIF), or bytes it rejects.
+    with Image.open(io.BytesIO(data)) as img:
+      img.load()
+      return np.asarray(ImageOps.exif_transpose(img).convert("RGB")), ""
+  except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data.
+    return None, f"undecodable image ({type(e).__name__}: {e})"
+
+
+def decode(data: bytes) -> np.ndarray | None:
+  """Encoded image bytes -> ``uint8 [H, W, 3]`` RGB, or ``None`` (see ``decode_checked``)."""
+  return decode_checked(data)[0]
 
 
 def random_crop_box(

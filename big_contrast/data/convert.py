@@ -183,22 +183,43 @@ def convert_image_folder(
 # -------------------------------------------------------------------- manifest
 
 
+def _undecodable(row: dict) -> str | None:
+  """The first column whose value was not valid UTF-8 (read with surrogateescape)."""
+  for key, value in row.items():
+    if isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value):
+      return str(key)
+  return None
+
+
 def _manifest_rows(path: str) -> Iterator[tuple[int, dict]]:
-  """(row number, row dict) of a JSONL (``.jsonl``/``.json``) or CSV/TSV file."""
-  with open(path, encoding="utf-8", newline="") as f:
+  """(row number, row dict) of a JSONL (``.jsonl``/``.json``) or CSV/TSV file.
+
+  Bytes that are not UTF-8 do not stop the conversion: the row gets an
+  ``__undecodable__`` entry naming the column (JSON escapes such as ``\\udc80``
+  are decoded too, and caught the same way).
+  """
+  with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
     if path.endswith((".jsonl", ".json")):
       row_no = 0
       for line_no, line in enumerate(f, 1):
         if not line.strip():
           continue
         try:
-          yield row_no, json.loads(line)
+          row = json.loads(line)
         except json.JSONDecodeError as e:
-          yield row_no, {"__error__": f"line {line_no}: {e}"}
+          row = {"__error__": f"line {line_no}: {e}"}
+        bad = _undecodable(row) if isinstance(row, dict) else None
+        if bad:
+          row["__undecodable__"] = bad
+        yield row_no, row
         row_no += 1
     else:
       dialect = "excel-tab" if path.endswith(".tsv") else "excel"
-      yield from enumerate(csv.DictReader(f, dialect=dialect))
+      for row_no, row in enumerate(csv.DictReader(f, dialect=dialect)):
+        bad = _undecodable(row)
+        if bad:
+          row["__undecodable__"] = bad
+        yield row_no, row
 
 
 def _label_list(value, sep: str) -> list[str]:
@@ -256,6 +277,8 @@ def convert_manifest(
   if class_key and label_names is None:
     names = set()
     for _, row in _manifest_rows(manifest):
+      if "__error__" in row or "__undecodable__" in row:
+        continue  # skipped below, with its reason
       names.update(
         _label_list(row.get(class_key), label_sep)
         if labels_key
@@ -279,6 +302,10 @@ def convert_manifest(
       )
       if "__error__" in row:
         item.skip, item.detail = "bad_row", row["__error__"]
+      elif "__undecodable__" in row:
+        column = row["__undecodable__"]
+        item.skip = "undecodable_caption" if column == caption_key else "bad_row"
+        item.detail = f"column {column!r} is not valid UTF-8"
       elif not path:
         item.skip, item.detail = "no_image_path", f"no {image_key!r} value"
       item.split = str(row.get(split_key) or "").strip() if split_key else assign(str(path))

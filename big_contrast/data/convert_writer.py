@@ -6,8 +6,9 @@ all land in one output shard per split. ``write_dataset`` runs the tasks in
 worker processes and then publishes the dataset:
 
 * every example is checked before it is written (file readable, image decodes
-  with PIL, format one TF can also decode, caption not empty); a failing one is
-  skipped and listed, with its reason, in ``conversion_report.json``;
+  with PIL and is no decompression bomb, format one TF can also decode, caption
+  valid UTF-8 and not empty); a failing one is skipped and listed, with its
+  reason, in ``conversion_report.json``;
 * images are stored as their original encoded bytes (no re-encode);
 * a task writes ``{out}.incomplete/shards/{split}-{task}.array_record`` via a
   temporary name and then a ``done/{task}.json`` marker, so a killed run
@@ -42,6 +43,8 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 from PIL import Image
 from tqdm.auto import tqdm
+
+from big_contrast.data.augment import MAX_IMAGE_PIXELS, image_size
 
 REPORT_FILE = "conversion_report.json"
 # Formats that PIL (our pipeline) and tf.io.decode_image both read.
@@ -144,7 +147,10 @@ class TarTask:
         item.skip, item.detail = "missing_caption", f"members: {sorted(files)}"
       else:
         item.image_bytes = files[ext]
-        item.caption = files[self.caption_ext].decode("utf-8", "replace")
+        try:
+          item.caption = files[self.caption_ext].decode("utf-8")
+        except UnicodeDecodeError as e:
+          item.skip, item.detail = "undecodable_caption", f"{key}.{self.caption_ext}: {e}"
       yield item
 
 
@@ -191,12 +197,20 @@ class SplitAssigner:
 def check_image(data: bytes, verify: str, formats: Sequence[str]) -> str | None:
   """None if ``data`` is a usable image, else why not.
 
+  An image declaring more than ``augment.MAX_IMAGE_PIXELS`` pixels is a
+  ``decompression_bomb`` (never decoded).
   ``verify``: ``"decode"`` decodes every pixel (JPEGs at 1/8 scale via
   ``draft``, which still reads the whole entropy-coded stream, so truncation
   is caught); ``"header"`` only parses the header; ``"none"`` trusts the bytes.
   """
   if verify == "none":
     return None
+  size = image_size(data)
+  if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    return (
+      f"decompression_bomb:{len(data)} bytes declare {size[0]}x{size[1]} pixels "
+      f"(> {MAX_IMAGE_PIXELS}, big_contrast.data.augment.MAX_IMAGE_PIXELS)"
+    )
   try:
     with Image.open(io.BytesIO(data)) as img:
       if img.format not in formats:

@@ -8,7 +8,9 @@ photometric ops.
 ``ExampleTransform.train(record, rng[, out])`` and ``.eval(record)`` return dicts of
 NumPy arrays (``image`` or ``views``, ``text``, ``text_id``, ``label`` /
 ``labels``, ``index``, ``skipped``; eval adds ``mask``), or ``None`` when
-the image does not decode. ``EvalOrBlank`` turns such failures into masked
+the image does not decode (or is a decompression bomb) or a caption/text is
+not valid UTF-8; such records are named in the log (``sources.report_skipped``)
+and counted in ``data/skipped``. ``EvalOrBlank`` turns such failures into masked
 blanks for eval. Both pickle, so they run unchanged in grain workers.
 
 This module knows nothing about grain's dataset graph, hosts or models.
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from big_contrast.data import augment as augment_lib
+from big_contrast.data.sources import report_skipped
 from big_contrast.data.tokenizer import Tokenizer
 
 # image_text: image + caption tokens (CLIP); multiview: V augmented views
@@ -96,17 +99,34 @@ class ExampleTransform:
         raise ValueError("kind='image_text' needs a tokenizer (big_contrast.data.make_tokenizer).")
 
   def _decode(self, record) -> np.ndarray | None:
-    return augment_lib.decode(record[self.image_key])
+    if self.image_key not in record:  # a record that did not read (already reported)
+      return None
+    img, problem = augment_lib.decode_checked(record[self.image_key])
+    if img is None:
+      report_skipped(f"record {record.get('position')}", problem)
+    return img
 
-  def _fields(self, record, pixels: np.ndarray) -> dict[str, np.ndarray]:
+  def _text(self, record, key: str) -> str | None:
+    """A text feature as str; None (the record is skipped, and named) if not valid UTF-8."""
+    value = record[key]
+    if not isinstance(value, bytes):
+      return str(value)
+    try:
+      return value.decode("utf-8")
+    except UnicodeDecodeError as e:
+      report_skipped(f"record {record.get('position')}", f"{key} is not valid UTF-8 ({e})")
+      return None
+
+  def _fields(self, record, pixels: np.ndarray) -> dict[str, np.ndarray] | None:
     out = {"index": np.int32(record["position"]), "skipped": np.int32(0)}
     if self.kind == "multiview":
       out["views"] = pixels
     else:
       out["image"] = pixels
     if self.kind == "image_text":
-      caption = record[self.caption_key]
-      caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+      caption = self._text(record, self.caption_key)
+      if caption is None:
+        return None
       out["text"] = self.tokenizer.encode_batch([caption], self.text_max_len)[0]
       out["text_id"] = np.int32(zlib.crc32(caption.encode("utf-8")) & 0x7FFFFFFF)
     if self.has_label:
@@ -115,9 +135,10 @@ class ExampleTransform:
       out["labels"] = np.asarray(record["labels"], np.int32)
     return out
 
-  def _text_fields(self, record) -> dict[str, np.ndarray]:
-    text = record[self.text_key]
-    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+  def _text_fields(self, record) -> dict[str, np.ndarray] | None:
+    text = self._text(record, self.text_key)
+    if text is None:
+      return None
     out = {
       "index": np.int32(record["position"]),
       "skipped": np.int32(0),
@@ -159,7 +180,7 @@ class ExampleTransform:
     else:
       pixels = self.augment.clip_train(img, rng, self.size, out=out)
     out = self._fields(record, pixels)
-    if self.kind == "multiview" and self.augment.on_device:
+    if out is not None and self.kind == "multiview" and self.augment.on_device:
       # The device ops' randomness, from this example's RNG: (seed, example, epoch).
       out["augment_seed"] = np.uint32(rng.integers(2**32, dtype=np.uint64))
     return out
@@ -169,7 +190,8 @@ class ExampleTransform:
       if self.text_key not in record:
         return None
       out = self._text_fields(record)
-      out["mask"] = np.bool_(True)
+      if out is not None:
+        out["mask"] = np.bool_(True)
       return out
     img = self._decode(record)
     if img is None:
@@ -178,7 +200,8 @@ class ExampleTransform:
     if self.kind == "multiview":
       view = np.repeat(view[None], self.num_views, axis=0)
     out = self._fields(record, view)
-    out["mask"] = np.bool_(True)
+    if out is not None:
+      out["mask"] = np.bool_(True)
     return out
 
 

@@ -3,6 +3,12 @@
 * ``load_source``: a random-access source over one split, images left encoded.
 * ``PositionedSource``: adds each record's position in its split; a record
   that cannot be read becomes ``None`` (or a position-only record for eval).
+* ``report_skipped``: names a record the pipeline skipped (why, and its
+  shard), the first few times and then now and then, so a bad dataset shows
+  up in the log as well as in the ``data/skipped`` count.
+* ``DataError``: a dataset that cannot be used as configured (a path that is
+  not a dataset, a feature that is missing); the CLI prints it without a
+  traceback.
 * ``Rebatch``: a grain ``IterDataset`` turning chunks of good examples (bad
   records already dropped, and counted) into batches of exactly
   ``batch_size``; each dropped record is added to the ``skipped`` field of the
@@ -14,7 +20,10 @@ This module knows nothing about augmentation, tokenizers or models.
 
 from __future__ import annotations
 
+import bisect
+import logging
 import os
+import threading
 from typing import Any
 
 import grain
@@ -23,6 +32,28 @@ import tensorflow_datasets as tfds
 
 from big_contrast.data import bundled
 from big_contrast.data.builders import default_data_dir
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+  """A dataset that cannot be used as configured: the message names the path or feature."""
+
+
+# Skipped records named in the log: the first ones, then every _REPORT_EVERY-th.
+_REPORT_FIRST, _REPORT_EVERY = 10, 1000
+_reported = {"count": 0}
+_report_lock = threading.Lock()
+
+
+def report_skipped(what: str, reason: str) -> None:
+  """Logs that the record `what` (e.g. 'record 17 of train') was skipped, and why."""
+  with _report_lock:
+    _reported["count"] += 1
+    n = _reported["count"]
+  if n <= _REPORT_FIRST or n % _REPORT_EVERY == 0:
+    more = " (further ones are counted in data/skipped)" if n == _REPORT_FIRST else ""
+    log.warning("skipped %s: %s [%d skipped so far in this process]%s", what, reason, n, more)
 
 
 def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -33,7 +64,7 @@ def _builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder
   try:
     return tfds.builder(name_or_dir, data_dir=data_dir or default_data_dir())
   except Exception as e:  # tfds raises several types for unknown names.
-    raise ValueError(
+    raise DataError(
       f"data.name={name_or_dir!r} is neither a bundled dataset "
       f"{sorted(bundled.DATASETS)}, an existing TFDS dataset directory "
       "(the folder holding dataset_info.json), nor a prepared TFDS dataset "
@@ -74,11 +105,25 @@ def class_names(name_or_dir: str, data_dir: str | None, label_key: str) -> list[
   if isinstance(feature, tfds.features.Sequence):
     feature = feature.feature
   if not isinstance(feature, tfds.features.ClassLabel):
-    raise ValueError(
+    raise DataError(
       f"data.name={name_or_dir!r} has no ClassLabel feature {label_key!r} to take "
       f"class names from; its features are {sorted(features)}."
     )
   return [n.replace("_", " ") for n in feature.names]
+
+
+def _shards(source) -> tuple[list[int], list[str]]:
+  """(first index of each shard, its file name) of a TFDS split's records; empty if unknown."""
+  try:
+    instructions = source.dataset_info.splits[source.split].file_instructions
+  except Exception:  # noqa: BLE001 - not a TFDS source (a test's list, another reader)
+    return [], []
+  starts, names, at = [], [], 0
+  for fi in instructions:
+    starts.append(at)
+    names.append(os.path.basename(fi.filename))
+    at += fi.take
+  return starts, names
 
 
 class PositionedSource:
@@ -87,20 +132,35 @@ class PositionedSource:
   A record that fails to deserialize becomes ``None`` (train: the chunk
   reader drops and counts it, exactly like an image that fails to decode) or, with
   ``keep_unreadable``, a record with only its position (eval: it becomes a
-  masked blank, so every host keeps the same example count).
+  masked blank, so every host keeps the same example count). Either way it is
+  reported with the shard file it lives in, once per shard (a truncated
+  ArrayRecord shard loses all its records at once).
   """
 
   def __init__(self, source, keep_unreadable: bool = False):
     self._source = source
     self._keep_unreadable = keep_unreadable
+    self._starts, self._shard_names = _shards(source)
+    self._bad_shards: set[str] = set()
 
   def __len__(self) -> int:
     return len(self._source)
 
+  def shard_of(self, index: int) -> str | None:
+    """The file name of the shard holding record `index`, when known."""
+    if not self._starts:
+      return None
+    return self._shard_names[bisect.bisect_right(self._starts, index) - 1]
+
   def __getitem__(self, index: int):
     try:
       record = dict(self._source[index])
-    except Exception:  # noqa: BLE001 - any corrupt record is skipped.
+    except Exception as e:  # noqa: BLE001 - any corrupt record is skipped.
+      shard = self.shard_of(index)
+      if shard not in self._bad_shards:
+        self._bad_shards.add(shard)
+        where = f" in shard {shard} (its other unreadable records are not named)" if shard else ""
+        report_skipped(f"record {index}{where}", f"unreadable ({type(e).__name__}: {e})")
       if not self._keep_unreadable:
         return None
       record = {}

@@ -2,7 +2,9 @@
 
 `EVALUATORS` is the one table from an evaluator's name to its function and the
 modalities it needs from the encoder; `run` calls those whose needs the encoder
-meets (an image-only model gets no zero-shot row). Each function takes
+meets (an image-only model gets no zero-shot row); one that cannot run on the
+given data (it raises ValueError) is recorded as skipped, with the reason, and
+the others still run. Each function takes
 `(config, encoder)` — the config says which data and splits, the encoder is an
 `Encoder` — extracts features over the mesh (`features.py`) and calls the pure
 functions of `big_contrast.evaluate`:
@@ -25,6 +27,7 @@ Knows nothing of the trainer: it is handed an encoder.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +45,8 @@ from big_contrast.evaluate.linear_probe import linear_probe as fit_linear_probe
 from big_contrast.evaluate.multilabel_probe import multilabel_probe
 from big_contrast.evaluate.retrieval import retrieval_recall
 from big_contrast.evaluate.zero_shot import zero_shot_accuracy, zero_shot_classifier
+
+log = logging.getLogger(__name__)
 
 EvaluatorFn = Callable[[ml_collections.ConfigDict, Encoder], dict[str, float]]
 
@@ -106,13 +111,26 @@ def linear_probe(config, encoder: Encoder) -> dict[str, float]:
 
 
 def knn(config, encoder: Encoder) -> dict[str, float]:
+  """kNN accuracy; with fewer train points than `eval.knn_k` it votes over all of them
+  (k = n, the limit of the k-neighbourhood), says so and records the k used as `knn/k`."""
   train = features.image_features(config, encoder, config.eval.probe_split)
   test = features.image_features(config, encoder, config.data.eval_split)
-  return _scalars(
-    "knn",
-    knn_accuracy(
-      train["features"], train["label"], test["features"], test["label"], k=config.eval.knn_k
-    ),
+  if "label" not in train:
+    raise ValueError("kNN needs a 'label' field in the eval data (config.data.label_key)")
+  k, n = config.eval.knn_k, len(train["features"])
+  results = {}
+  if n and k > n:
+    print(
+      f"WARNING: kNN: config.eval.knn_k={k} but {config.eval.probe_split!r} has {n} points; "
+      f"voting over all {n}",
+      flush=True,
+    )
+    k = results["knn/k"] = n
+  return (
+    _scalars(
+      "knn", knn_accuracy(train["features"], train["label"], test["features"], test["label"], k=k)
+    )
+    | results
   )
 
 
@@ -227,14 +245,29 @@ EVALUATORS: dict[str, Evaluator] = {
 def run(
   names: Sequence[str], config: ml_collections.ConfigDict, encoder: Encoder
 ) -> dict[str, Any]:
-  """The named evaluators that apply to `encoder`, as one flat dict of results."""
+  """The named evaluators that apply to `encoder`, as one flat dict of results.
+
+  An evaluator that cannot run on the given data says so with a ValueError (a
+  probe on data without labels, too few examples for a fit, ...): it is
+  recorded under `results["skipped"][name]` with the reason, a warning is
+  printed, and the others still run. Any other exception is a bug and propagates.
+  """
   unknown = [n for n in names if n not in EVALUATORS]
   if unknown:
     raise ValueError(f"unknown evaluator(s) {unknown}; expected some of {sorted(EVALUATORS)}")
   results: dict[str, Any] = {}
+  skipped: dict[str, str] = {}
   for name in names:
-    if EVALUATORS[name].needs <= encoder.modalities:
+    if not EVALUATORS[name].needs <= encoder.modalities:
+      continue
+    try:
       results.update(EVALUATORS[name].fn(config, encoder))
+    except ValueError as e:
+      skipped[name] = (str(e).splitlines() or [type(e).__name__])[0]
+      log.warning("evaluator %s skipped: %s", name, skipped[name])
+      print(f"WARNING: evaluator {name!r} skipped: {skipped[name]}", flush=True)
+  if skipped:
+    results["skipped"] = skipped
   return results
 
 
