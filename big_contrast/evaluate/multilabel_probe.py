@@ -14,7 +14,6 @@ from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
-from sklearn import metrics
 
 from big_contrast.evaluate import _linear_fit, _validate
 from big_contrast.evaluate.linear_probe import DEFAULT_L2_GRID, fit_standardizer
@@ -43,6 +42,8 @@ def average_precision(
   Returns:
     A float in [0, 1] (or [C] array for average=None).
   """
+  from sklearn import metrics  # noqa: PLC0415 — scikit-learn (and SciPy) off the trainer's start-up
+
   scores = np.asarray(scores, np.float64)
   if scores.ndim == 1:
     scores = scores[:, None]
@@ -73,6 +74,8 @@ def f1_scores(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
   least one positive in `targets` (the classes `average_precision` macro-averages over);
   "f1_micro" pools the counts over all classes (0 when there is nothing to count).
   """
+  from sklearn import metrics  # noqa: PLC0415 — scikit-learn (and SciPy) off the trainer's start-up
+
   predictions, targets = np.asarray(predictions, bool), np.asarray(targets, bool)
   present = np.flatnonzero(targets.any(axis=0))
   kw = dict(zero_division=0.0)

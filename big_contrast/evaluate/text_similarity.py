@@ -9,14 +9,13 @@ beside a text model's score.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 
 def upper_spearman(similarity: np.ndarray, human: np.ndarray) -> float:
   """Spearman's ρ between two [n, n] similarity matrices over the pairs i < j."""
   iu = np.triu_indices(len(human), 1)
+  from scipy import stats  # noqa: PLC0415 — SciPy off the trainer's start-up
+
   return float(stats.spearmanr(similarity[iu], human[iu]).statistic)
 
 
@@ -52,6 +51,9 @@ def tfidf_similarity(
   truncated SVD fitted on `background` (LSA, ARPACK from a fixed start: the same for
   every run): a dense baseline of the embedding's size.
   """
+  from sklearn.decomposition import TruncatedSVD  # noqa: PLC0415 — scikit-learn off the start-up
+  from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415
+
   vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(background)
   x = vec.transform(documents)
   if dim is not None:
