@@ -53,6 +53,14 @@ def _regex():
   return regex
 
 
+def _bytes_text(symbols: str, suffix: str) -> str:
+  """Byte-level symbols back to text; `suffix` (a word's end) becomes a space."""
+  inverse = {c: b for b, c in byte_to_unicode().items()}
+  words = symbols.split(suffix) if suffix else [symbols]
+  data = b" ".join(bytes(inverse[c] for c in w if c in inverse) for w in words)
+  return data.decode("utf-8", errors="replace").strip()
+
+
 class _BPE:
   """Merges by rank over one pre-tokenized word; `suffix` marks a word's last symbol."""
 
@@ -133,10 +141,8 @@ class ClipBPETokenizer(Tokenizer):
     return ids
 
   def decode(self, ids: Sequence[int]) -> str:
-    inverse = {c: b for b, c in byte_to_unicode().items()}
     keep = [self.decoder[int(i)] for i in ids if int(i) not in (self.bos_id, self.eos_id)]
-    data = bytes(inverse[c] for c in "".join(keep).replace("</w>", " ") if c in inverse)
-    return data.decode("utf-8", errors="replace").strip()
+    return _bytes_text("".join(keep), "</w>")
 
   def encode_batch(self, texts: Sequence[str], max_len: int) -> np.ndarray:
     """int32 [N, max_len]: start, ids, end, zeros; a long text keeps its end token last."""
@@ -341,11 +347,8 @@ class TokenizerJSON(Tokenizer):
 
   def decode(self, ids: Sequence[int]) -> str:
     skip = {self.pad_id, *self._before, *self._after}
-    inverse = {c: b for b, c in byte_to_unicode().items()}
     text = "".join(self.decoder[int(i)] for i in ids if int(i) not in skip)
-    text = text.replace(self._bpe.suffix, " ") if self._bpe.suffix else text
-    data = bytes(inverse[c] for c in text if c in inverse)
-    return data.decode("utf-8", errors="replace").strip()
+    return _bytes_text(text, self._bpe.suffix)
 
   def encode_batch(self, texts: Sequence[str], max_len: int) -> np.ndarray:
     room = max_len - len(self._before) - len(self._after)

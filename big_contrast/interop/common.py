@@ -99,7 +99,8 @@ def unsupported(cfg: Mapping[str, Any], allowed: Mapping[str, tuple], where: str
 
 
 def _defaults(fn, skip=("dtype", "remat", "rngs", "vocab_size", "max_len", "image", "text")):
-  params = inspect.signature(fn).parameters.items()
+  # An NNX module class's own signature is its metaclass's: read its __init__.
+  params = inspect.signature(fn.__init__).parameters.items()
   return {k: p.default for k, p in params if k not in skip and p.default is not p.empty}
 
 

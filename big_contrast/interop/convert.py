@@ -111,13 +111,14 @@ def import_checkpoint(
       f"--tokenizer {tokenizer} has {tok.vocab_size} ids, the checkpoint's text embedding "
       f"{config.model.text.vocab_size}"
     )
+  table = conv.rules(spec, tree)
+  where = f"{weights} ({source})"
+  rules_lib.check_names(table, tree, ignore=conv.IGNORED, where=where)  # before building the model
   mesh = mesh or sharding.make_mesh(config.mesh)
   trainee = state_lib.Trainee(config, mesh, vocab_size=None)
   abstract = trainee.abstract_state["params"]
   target = dict(_leaf_names(abstract))
-  ours = rules_lib.to_ours(
-    conv.rules(spec, tree), tree, target, ignore=conv.IGNORED, where=f"{weights} ({source})"
-  )
+  ours = rules_lib.to_ours(table, tree, target, ignore=conv.IGNORED, where=where)
 
   partial = tempfile.mkdtemp(prefix=".import-", dir=os.path.dirname(out))
   try:
@@ -125,11 +126,7 @@ def import_checkpoint(
       os.makedirs(os.path.join(partial, "tokenizer"))
       for f in tok_files:
         shutil.copy(f, os.path.join(partial, "tokenizer", os.path.basename(f)))
-    state = trainee.init(config.seed)
-    params = jax.tree_util.tree_map_with_path(
-      lambda p, _: ours[jax.tree_util.keystr(p, simple=True, separator="/")], abstract
-    )
-    state["params"] = jax.device_put(params, trainee.shardings["params"])
+    state = _state(trainee, ours)
     ckpt = checkpoint.Checkpointer(os.path.join(partial, "checkpoints"), async_save=False)
     ckpt.save(0, state, config=config.to_dict())
     ckpt.close()
@@ -140,6 +137,23 @@ def import_checkpoint(
     if os.path.isdir(partial):
       shutil.rmtree(partial)
   return config
+
+
+def _state(trainee: state_lib.Trainee, ours: dict) -> dict:
+  """The train state at step 0 with the converted parameters and a fresh optimizer state."""
+  abstract = trainee.abstract_state
+  params = jax.tree_util.tree_map_with_path(
+    lambda p, _: ours[jax.tree_util.keystr(p, simple=True, separator="/")], abstract["params"]
+  )
+  params = jax.device_put(params, trainee.shardings["params"])
+  if jax.tree.leaves(abstract["rest"]):
+    # Non-trainable variables (fixed tables, statistics) as the model initialises them.
+    state = trainee.init(trainee.config.seed)
+    return dict(state, params=params)
+  # Without them no initialisation is compiled: the optimizer state of these parameters.
+  opt_state = jax.device_put(trainee.tx.init(params), trainee.shardings["opt_state"])
+  step = jax.device_put(np.zeros((), np.int32), trainee.shardings["step"])
+  return dict(step=step, params=params, rest=abstract["rest"], opt_state=opt_state)
 
 
 # Training settings, not architecture: an export checks only whether a bias exists.

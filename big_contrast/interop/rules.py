@@ -176,19 +176,18 @@ def _first(names: Iterable[str], n: int = 5) -> str:
   return ", ".join(repr(x) for x in names[:n]) + more
 
 
-def to_ours(
+def check_names(
   rules: Sequence[Rule],
   source: Mapping[str, np.ndarray],
-  target: Mapping[str, tuple[int, ...]],
   *,
   ignore: Sequence[str] = (),
   where: str = "the weights",
-) -> dict[str, np.ndarray]:
-  """{our name: float32 array} from `source` by `rules`, checked against `target` shapes.
+) -> None:
+  """Raises `MismatchError` naming the first tensors the table expects and the file lacks,
+  and the first the file has and the table does not know.
 
   `ignore`: regexes (fullmatch) of source names that are not parameters (buffers,
-  a classifier head) and may be present or not. Raises `MismatchError` naming
-  the first missing, unexpected or mis-shaped tensors.
+  a classifier head) and may be present or not.
   """
   expected = [name for rule in rules for name in rule.source]
   skip = [re.compile(p) for p in ignore]
@@ -202,6 +201,22 @@ def to_ours(
     if unexpected:
       parts.append(f"unexpected {_first(unexpected)}")
     raise MismatchError(f"{where} do not fit the architecture: " + "; ".join(parts))
+
+
+def to_ours(
+  rules: Sequence[Rule],
+  source: Mapping[str, np.ndarray],
+  target: Mapping[str, tuple[int, ...]],
+  *,
+  ignore: Sequence[str] = (),
+  where: str = "the weights",
+) -> dict[str, np.ndarray]:
+  """{our name: float32 array} from `source` by `rules`, checked against `target` shapes.
+
+  Raises `MismatchError` naming the first missing or unexpected tensors
+  (`check_names`) or the first whose shape does not become the target's.
+  """
+  check_names(rules, source, ignore=ignore, where=where)
   out = {}
   for rule in rules:
     arrays = [np.asarray(source[n]) for n in rule.source]
@@ -230,5 +245,5 @@ def to_source(rules: Sequence[Rule], ours: Mapping[str, np.ndarray]) -> dict[str
   out = {}
   for rule in rules:
     arrays = rule.to_source(*[np.asarray(ours[n], np.float32) for n in rule.ours])
-    out.update(zip(rule.source, (np.ascontiguousarray(a) for a in arrays)))
+    out.update(zip(rule.source, (np.array(a, np.float32, order="C") for a in arrays)))
   return out

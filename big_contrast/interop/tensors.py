@@ -52,7 +52,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
       raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, not supported here")
     start, end = info["data_offsets"]
     dtype = _DTYPES[info["dtype"]]
-    array = np.frombuffer(body[start:end], dtype=dtype).reshape(info["shape"])
+    array = np.frombuffer(body[start:end], dtype=dtype).reshape(tuple(info["shape"]))
     out[name] = array.copy()
   return out
 
@@ -63,7 +63,9 @@ def write_safetensors(
   """Writes `tensors` (C-contiguous little-endian copies) as a safetensors file."""
   header, chunks, offset = {}, [], 0
   for name in sorted(tensors):
-    array = np.ascontiguousarray(tensors[name])
+    array = np.asarray(tensors[name])
+    if not array.flags.c_contiguous:  # (np.ascontiguousarray would make a scalar 1-d)
+      array = array.copy(order="C")
     if array.dtype.newbyteorder("<") in _NAMES:
       array = array.astype(array.dtype.newbyteorder("<"), copy=False)
     if array.dtype not in _NAMES:
