@@ -25,11 +25,13 @@ IMAGE_TOWERS: dict[str, Callable[..., nnx.Module]] = {"vit": vit.ViT, "resnet": 
 
 def checked_kwargs(fn: Callable, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
   """`kwargs` as a dict, after checking that `fn` accepts every key (`where` names the config)."""
-  params = inspect.signature(fn).parameters
+  # An NNX module class's signature is its metaclass's (*args, **kwargs): read __init__'s.
+  params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
   if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-      known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")
+      skip = ("rngs", "dtype", "remat")
+      known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in skip)
       raise ValueError(f"{where}.{unknown[0]}: unknown key; {where} takes {known}")
   return dict(kwargs)
 
