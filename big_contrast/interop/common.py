@@ -57,6 +57,8 @@ def image_text_config(
   if tokenizer:
     c.text.tokenizer = tokenizer
   c.loss = config_lib.loss_config(loss)
+  # CLIP's single zero-shot prompt (Radford et al., 2021, §3.1.4), so zero-shot runs as imported.
+  c.eval.zero_shot_templates = ["a photo of a {}."]
   return _imported(c, image["image_size"])
 
 
