@@ -48,10 +48,10 @@ setup(
     "tf": ["tensorflow>=2.16"],
     # tools/bench_data.py: real photographs from scikit-image, and the tf.data
     # pipeline it compares against (install in a separate environment).
+    "bench": ["scikit-image>=0.22", "tensorflow-cpu>=2.16", "array-record>=0.8.1"],
     # Reading PyTorch .pt/.bin checkpoints in big_contrast.interop (.safetensors and
     # .npz need nothing); tools/make_interop_fixtures.py's reference libraries
     # (open_clip_torch, timm, transformers) go in a separate environment.
     "torch": ["torch>=2.4"],
-    "bench": ["scikit-image>=0.22", "tensorflow-cpu>=2.16", "array-record>=0.8.1"],
   },
 )

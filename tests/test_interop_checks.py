@@ -1,9 +1,10 @@
 """Interop's checks: mismatching weights fail before writing anything, tokenizer ids
 match the sources', the safetensors reader and writer, big_vision's scanned layout,
-position-table resampling."""
+position-table resampling, the OpenCLIP-equivalent training config."""
 
 import json
 import os
+import sys
 
 import ml_dtypes
 import numpy as np
@@ -12,8 +13,11 @@ import pytest
 from big_contrast import data, interop
 from big_contrast.data import bpe
 from big_contrast.data import tokenizer as tokenizer_lib
-from big_contrast.interop import big_vision, tensors
+from big_contrast.interop import big_vision, convert, openclip, tensors
 from big_contrast.models import layers
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import clip as clip_config
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "interop")
 TEXTS = json.load(open(os.path.join(FIXTURES, "texts.json"), encoding="utf-8"))
@@ -124,3 +128,16 @@ def test_resample_grid_is_the_identity_at_the_same_size_and_keeps_constants():
   np.testing.assert_array_equal(layers.resample_grid(table, 4), table)
   flat = np.ones((1, 16, 2), np.float32)
   np.testing.assert_allclose(layers.resample_grid(flat, 7), np.ones((1, 49, 2)), atol=1e-6)
+
+
+def test_openclip_vit_b32_config_passes_the_export_architecture_check():
+  """configs/clip.py:openclip_vit_b32 trains what `export --to openclip` accepts as ViT-B-32."""
+  run = clip_config.get_config("openclip_vit_b32")
+  wanted = openclip.config(openclip.ARCHS["ViT-B-32"])
+  with run.unlocked():
+    run.model.text.vocab_size = 49408  # an export reads it off the checkpoint
+  convert._check_architecture(run, wanted, "ViT-B-32")
+  with run.unlocked():
+    run.text.max_len = 64
+  with pytest.raises(ValueError, match=r"config\.text\.max_len=64, it needs 77"):
+    convert._check_architecture(run, wanted, "ViT-B-32")

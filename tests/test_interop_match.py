@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from big_contrast import interop, models
+from big_contrast import checkpoint, interop, models
 from big_contrast.evaluate import load_encoder
 from big_contrast.interop import __main__ as cli
 from big_contrast.interop import tensors
@@ -90,7 +90,9 @@ def reference(name):
   return np.load(fx(name, "reference.npz"))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Plain DINOv2 (`timm`) is matched at another resolution below, which goes through the
+# same tensors plus the resampling; its registers twin (`timm_reg`) at its own.
+@pytest.mark.parametrize("name", [n for n in CASES if n != "timm"])
 def test_imported_embeddings_match_the_reference(imported, name):
   ref = reference(name)
   with jax.default_matmul_precision("highest"):
@@ -140,12 +142,13 @@ def test_export_gives_back_the_imported_tensors(imported, name, tmp_path):
     np.testing.assert_array_equal(exported[key], np.asarray(value, np.float32), err_msg=key)
 
 
-def test_reimporting_an_export_gives_identical_parameters(imported, tmp_path):
-  first, arch = imported("timm_reg"), CASES["timm_reg"][1]["arch"]
+def test_an_exported_run_imports_back_to_identical_parameters(imported, tmp_path):
+  """export → import through the command line, OpenCLIP's architecture read off the run."""
+  first = imported("openclip")
   exported = str(tmp_path / "model.safetensors")
-  interop.export_checkpoint(first, "timm", exported, arch=arch)
+  assert cli.main(["export", "--to", "openclip", "--workdir", first, "--out", exported]) == 0
   second = str(tmp_path / "again")
-  interop.import_checkpoint("timm", exported, second, arch=arch)
+  interop.import_checkpoint("openclip", exported, second, arch=CASES["openclip"][1]["arch"])
   a = pretrained.read_checkpoint(first, collections=("params",))
   b = pretrained.read_checkpoint(second, collections=("params",))
   assert sorted(a) == sorted(b)
@@ -172,9 +175,10 @@ def test_exporting_a_run_that_is_not_openclip_names_the_config_key(imported, tmp
 
 def test_an_imported_dinov2_run_initialises_a_13_channel_tower(imported):
   """SoftCon's start: the DINOv2 backbone loads by name; the patch embedding is adapted."""
-  run = imported("timm")
-  config = load_encoder(run).config
-  model_cfg = config.model.to_dict()
+  run = imported("timm", image_size=12)  # the run the resolution test made
+  ckpt = checkpoint.Checkpointer(os.path.join(run, "checkpoints"))
+  model_cfg = ckpt.restore_config().model.to_dict()
+  ckpt.close()
   model_cfg["image"] = dict(model_cfg["image"], channels=13, mean=[0.5] * 13, std=[0.25] * 13)
   model_cfg.update(head_layers=2, embed_dim=16)
   model = nnx.eval_shape(lambda: models.multi_view(model_cfg, rngs=nnx.Rngs(0)))

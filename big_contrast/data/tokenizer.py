@@ -155,10 +155,10 @@ _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 # The specs `make_tokenizer` accepts, for error messages here and in `bundled.py`.
 SPECS = (
-  "'bytes', the path of a SentencePiece .model file (train one with tools/train_tokenizer.py), "
-  "'clip_bpe:PATH' (CLIP's bpe_simple_vocab_16e6.txt.gz), 'siglip:PATH' (a SigLIP "
-  "SentencePiece model, as big_vision tokenizes), 'hf:PATH' (a Hugging Face tokenizer.json, "
-  "or a SiglipTokenizer's spiece.model)"
+  "'bytes' or the path of a SentencePiece .model file (train one with tools/train_tokenizer.py), "
+  "or a pretrained source's file: 'clip_bpe:PATH' (CLIP's bpe_simple_vocab_16e6.txt.gz), "
+  "'siglip:PATH' (a SigLIP SentencePiece model, as big_vision tokenizes), 'hf:PATH' (a Hugging "
+  "Face tokenizer.json, or a SiglipTokenizer's spiece.model)"
 )
 
 

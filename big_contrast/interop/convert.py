@@ -140,20 +140,24 @@ def import_checkpoint(
 
 
 def _state(trainee: state_lib.Trainee, ours: dict) -> dict:
-  """The train state at step 0 with the converted parameters and a fresh optimizer state."""
+  """The train state at step 0 with the converted parameters and a fresh optimizer state.
+
+  Held on the host: Orbax writes host arrays as they are, where a state placed on
+  the mesh would be copied back shard by shard; `load_encoder` and
+  `config.init_from` restore it onto whatever mesh they run on.
+  """
   abstract = trainee.abstract_state
   params = jax.tree_util.tree_map_with_path(
     lambda p, _: ours[jax.tree_util.keystr(p, simple=True, separator="/")], abstract["params"]
   )
-  params = jax.device_put(params, trainee.shardings["params"])
-  if jax.tree.leaves(abstract["rest"]):
+  rest = abstract["rest"]
+  if jax.tree.leaves(rest):
     # Non-trainable variables (fixed tables, statistics) as the model initialises them.
-    state = trainee.init(trainee.config.seed)
-    return dict(state, params=params)
-  # Without them no initialisation is compiled: the optimizer state of these parameters.
-  opt_state = jax.device_put(trainee.tx.init(params), trainee.shardings["opt_state"])
-  step = jax.device_put(np.zeros((), np.int32), trainee.shardings["step"])
-  return dict(step=step, params=params, rest=abstract["rest"], opt_state=opt_state)
+    rest = trainee.init(trainee.config.seed)["rest"]
+  # One compiled call on the host device, not an op per optimizer leaf.
+  opt_state = jax.jit(trainee.tx.init)(params)
+  state = dict(step=np.zeros((), np.int32), params=params, rest=rest, opt_state=opt_state)
+  return jax.device_get(state)
 
 
 # Training settings, not architecture: an export checks only whether a bias exists.

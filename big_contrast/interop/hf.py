@@ -251,6 +251,9 @@ IGNORED = (r".*\.position_ids",)
 
 
 def resample(source: dict, arch: dict, image_size: int) -> dict:
+  """Position embeddings for `image_size` as timm and OpenCLIP resample at load time
+  (antialiased bicubic); transformers' own `interpolate_pos_encoding`, applied at
+  run time without antialiasing, gives slightly different tables."""
   name = "vision_model.embeddings.position_embedding.weight"
   table = np.asarray(source[name], np.float32)
   n = 1 if arch["kind"] == "clip" else 0

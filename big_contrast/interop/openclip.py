@@ -253,7 +253,8 @@ IGNORED = (r"attn_mask", r"visual\.attn_mask")
 
 
 def resample(source: dict, arch: dict, image_size: int) -> dict:
-  """Position embeddings for `image_size` (the class token's entry kept), as timm resamples."""
+  """Position embeddings for `image_size` (the class token's entry kept), as OpenCLIP's
+  `resize_pos_embed` resamples them (antialiased bicubic, timm's method too)."""
   vision, _ = _dims(arch)
   table = np.asarray(source["visual.positional_embedding"], np.float32)
   grid = image_size // vision["patch"]
