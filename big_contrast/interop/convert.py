@@ -139,6 +139,13 @@ def import_checkpoint(
   return config
 
 
+def _host_device():
+  try:
+    return jax.devices("cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS leaves the CPU out
+    return jax.devices()[0]
+
+
 def _state(trainee: state_lib.Trainee, ours: dict) -> dict:
   """The train state at step 0 with the converted parameters and a fresh optimizer state.
 
@@ -154,8 +161,10 @@ def _state(trainee: state_lib.Trainee, ours: dict) -> dict:
   if jax.tree.leaves(rest):
     # Non-trainable variables (fixed tables, statistics) as the model initialises them.
     rest = trainee.init(trainee.config.seed)["rest"]
-  # One compiled call on the host device, not an op per optimizer leaf.
-  opt_state = jax.jit(trainee.tx.init)(params)
+  # One compiled call on the host's CPU (not an op per optimizer leaf, nor an
+  # accelerator that may not hold the whole optimizer state).
+  with jax.default_device(_host_device()):
+    opt_state = jax.jit(trainee.tx.init)(params)
   state = dict(step=np.zeros((), np.int32), params=params, rest=rest, opt_state=opt_state)
   return jax.device_get(state)
 
