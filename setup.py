@@ -31,6 +31,9 @@ setup(
     "opencv-python-headless>=4.10",
     "scikit-learn>=1.5",
     "sentencepiece>=0.2.0",
+    # CLIP's tokenizer (big_contrast/data/bpe.py): its text cleaning and Unicode-class patterns.
+    "ftfy>=6.1",
+    "regex>=2023.0",
     "absl-py>=2.1",
     "etils>=1.7",
     "importlib_resources>=6.0",  # TFDS registers builders through it
@@ -46,5 +49,9 @@ setup(
     # tools/bench_data.py: real photographs from scikit-image, and the tf.data
     # pipeline it compares against (install in a separate environment).
     "bench": ["scikit-image>=0.22", "tensorflow-cpu>=2.16", "array-record>=0.8.1"],
+    # Reading PyTorch .pt/.bin checkpoints in big_contrast.interop (.safetensors and
+    # .npz need nothing); tools/make_interop_fixtures.py's reference libraries
+    # (open_clip_torch, timm, transformers) go in a separate environment.
+    "torch": ["torch>=2.4"],
   },
 )

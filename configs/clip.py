@@ -5,6 +5,13 @@ Supervision". Variants:
 
   digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
   tiny     smaller still: B = 128, 150 steps (under a minute on a 2-core CPU);
+  openclip_vit_b32  OpenCLIP's ViT-B-32 architecture exactly (exact-GELU towers,
+           `ln_pre`, class token with its own position, no patch-embedding bias,
+           LayerNorm epsilon 1e-5, OpenAI's pixel statistics, argmax text pooling
+           over 77 CLIP BPE tokens, embed_dim 512), so a run exports with
+           `python -m big_contrast.interop export --to openclip` and loads into
+           `open_clip.create_model('ViT-B-32')`; the recipe is vit_b16's. Set
+           --config.text.tokenizer=clip_bpe:/path/bpe_simple_vocab_16e6.txt.gz;
   vit_b16  the paper's ViT-B/16 recipe: B = 32,768, AdamW(β2 = 0.98, ε = 1e-6,
            decoupled wd 0.2), lr 5e-4 with 2,000 warm-up steps + cosine, 32 epochs
            of 400M pairs, learnable temperature from 0.07 (clipped at 0.01, i.e.
@@ -24,6 +31,7 @@ the blockwise-ring block size (ours, not the paper's).
 import ml_collections
 
 from big_contrast import config_lib
+from big_contrast.interop import openclip
 
 common = config_lib.sibling_module(__file__, "common.py")
 
@@ -39,7 +47,7 @@ DIGITS_TEMPLATES = (
 )
 
 
-VARIANTS = ("digits", "tiny", "vit_b16")
+VARIANTS = ("digits", "tiny", "vit_b16", "openclip_vit_b32")
 
 
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
@@ -78,7 +86,7 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   if arg == "tiny":
     common.tiny(c)
     c.model.text.update(width=64, depth=1, heads=4, mlp_dim=128)
-  elif arg == "vit_b16":
+  elif arg in ("vit_b16", "openclip_vit_b32"):
     common.real_scale_images(c)
     # §2.5: "a random square crop from resized images" is the only augmentation
     # (square → ratio 1; the area range is unverified).
@@ -110,4 +118,9 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.log_every = 100
     c.ckpt_every = 2_000
     c.eval.zero_shot_templates = ["a photo of a {}."]
+  if arg == "openclip_vit_b32":
+    # The towers as big_contrast.interop maps OpenCLIP's ViT-B-32 (one definition).
+    ref = openclip.config(openclip.ARCHS["ViT-B-32"]).model
+    c.model.image, c.model.text = ref.image, ref.text
+    c.model.embed_dim = ref.embed_dim
   return c

@@ -30,12 +30,27 @@ warm-up, weight decay 0.05, temperature 0.2, cosine label similarity, the
 projection head, and adapt='repeat' for the 13-band patch embedding. Not
 implemented: the paper's Siamese masking.
 
+  s2_dinov2_vitb14  s2_vitb14 continued from DINOv2 itself: the image tower is
+                timm's `vit_base_patch14_dinov2` exactly (LayerScale, exact GELU,
+                class token with its own position) at 224 px with 13 bands, and
+                `init_from.path` is a DINOv2 run directory made by
+                `python -m big_contrast.interop import --from timm --arch
+                vit_base_patch14_dinov2 --image_size 224 ...` (position
+                embeddings resampled to 16×16); the RGB patch embedding is
+                adapted to 13 bands (adapt='repeat'). The bands are normalised
+                as (x/255 - 0.5)/0.25 (unverified: DINOv2's own statistics are
+                ImageNet's, for RGB; SoftCon's per-band ones were not reachable).
+                docs/interop.md walks through it.
+
   python -m big_contrast.train --config=configs/softcon.py:tiny --workdir=/tmp/softcon
 """
 
-from big_contrast import config_lib
+import ml_collections
 
-VARIANTS = ("tiny", "s2_vitb14")
+from big_contrast import config_lib
+from big_contrast.interop import timm
+
+VARIANTS = ("tiny", "s2_vitb14", "s2_dinov2_vitb14")
 
 
 def get_config(arg: str = "tiny"):
@@ -69,4 +84,11 @@ def get_config(arg: str = "tiny"):
     c.batch_size = 1024
     c.total_steps = 100_000
     c.optim.update(lr=1e-4, warmup_steps=5_000, weight_decay=0.05)
+  if arg == "s2_dinov2_vitb14":
+    dinov2 = timm.image_block(timm.ARCHS["vit_base_patch14_dinov2"], image_size=224)
+    dinov2 = {k: v for k, v in dinov2.items() if v is not None and k not in ("mean", "std")}
+    c.model.image = ml_collections.ConfigDict(
+      dict(name="vit", **dinov2, channels=13, mean=[0.5] * 13, std=[0.25] * 13)
+    )
+    c.init_from = config_lib.init_from_config(adapt="repeat")  # path: the DINOv2 run directory
   return c

@@ -32,6 +32,8 @@ LAYERS = [
   ("big_contrast.state", "never", ("big_contrast.evaluate", *TRAINER)),
   # Evaluators are handed an encoder; only the CLI (__main__) uses launch's start-up.
   ("big_contrast.evaluate", "never", ("big_contrast.train", "big_contrast.config_lib")),
+  # Converters sit above the models, the train state and checkpoints; nothing imports them.
+  ("big_contrast.interop", "never", ("big_contrast.train", "big_contrast.launch")),
   ("big_contrast.launch", "only", ()),
   ("big_contrast.config_lib", "never", ("big_contrast.train", "big_contrast.launch")),
 ]

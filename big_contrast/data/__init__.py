@@ -3,7 +3,8 @@
 from big_contrast.data import train_iterator, eval_batches, make_tokenizer
 
 Modules, each importing only ones before it: ``builders`` (the offline TFDS
-builder base, build on first use), ``tokenizer``, ``allocator``, ``augment``;
+builder base, build on first use), ``tokenizer``, ``bpe`` (CLIP's and
+Hugging Face's byte-level BPE), ``allocator``, ``augment``;
 ``digits``, ``lee`` (the bundled datasets); ``bundled`` (them and the bundled
 vocabularies by name); ``sources`` (reading splits); ``examples`` (record ->
 example); ``pipeline`` (grain train streams, eval passes); ``device_augment``

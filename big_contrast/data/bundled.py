@@ -7,6 +7,8 @@
   that trains (once, then cached under ``data_dir``) a SentencePiece model on
   a bundled dataset; ``make_tokenizer("bc_lee:4000")`` uses it, and hands every
   other spec (``"bytes"``, a ``.model`` path) to ``tokenizer.make_tokenizer``.
+* ``SOURCE_TOKENIZERS``: ``"KIND:PATH"`` -> a pretrained source's tokenizer over
+  the user's own file (``clip_bpe``, ``siglip``, ``hf``; ``bpe.py``, ``tokenizer.py``).
 
 Adding a bundled dataset or vocabulary is one entry here. This module knows
 nothing about grain, models or training.
@@ -19,13 +21,28 @@ from collections.abc import Callable
 
 import tensorflow_datasets as tfds
 
-from big_contrast.data import digits, lee
+from big_contrast.data import bpe, digits, lee
 from big_contrast.data import tokenizer as tokenizer_lib
 from big_contrast.data.builders import build_once
 
 DATASETS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {**digits.BUILDERS, **lee.BUILDERS}
 
 VOCABULARIES: dict[str, Callable[[int, str | None], str]] = {"bc_lee": lee.sentencepiece_model}
+
+
+def _hf(path: str) -> tokenizer_lib.Tokenizer:
+  """A Hugging Face tokenizer file: ``tokenizer.json`` (BPE), else a SiglipTokenizer's model."""
+  if path.endswith(".json"):
+    return bpe.TokenizerJSON(path)
+  return tokenizer_lib.SigLIPTokenizer(path, canonicalize=True)
+
+
+# ``"KIND:PATH"`` → a pretrained source's tokenizer over the user's file, ids exactly the source's.
+SOURCE_TOKENIZERS: dict[str, Callable[[str], tokenizer_lib.Tokenizer]] = {
+  "clip_bpe": bpe.ClipBPETokenizer,  # OpenAI CLIP / OpenCLIP: bpe_simple_vocab_16e6.txt.gz
+  "siglip": tokenizer_lib.SigLIPTokenizer,  # big_vision SigLIP: its SentencePiece .model
+  "hf": _hf,  # Hugging Face: tokenizer.json, or SiglipTokenizer's spiece.model
+}
 
 
 def ensure_built(name: str = "bc_digits", data_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -47,7 +64,9 @@ def ensure_built(name: str = "bc_digits", data_dir: str | None = None) -> tfds.c
 
 
 def make_tokenizer(spec: str, data_dir: str | None = None) -> tokenizer_lib.Tokenizer:
-  """A tokenizer from its spec: ``"bytes"``, ``"bc_lee:V"`` or a SentencePiece ``.model`` path.
+  """A tokenizer from its spec: ``"bytes"``, ``"bc_lee:V"``, a SentencePiece ``.model`` path,
+  or one of a pretrained source's files: ``"clip_bpe:/path/bpe_simple_vocab_16e6.txt.gz"``,
+  ``"siglip:/path/spiece.model"``, ``"hf:/path/tokenizer.json"`` (see ``tokenizer.SPECS``).
 
   ``"NAME:V"`` for a bundled vocabulary ``NAME`` is a V-piece SentencePiece
   model trained on that dataset's train split, built on first use into
@@ -56,6 +75,10 @@ def make_tokenizer(spec: str, data_dir: str | None = None) -> tokenizer_lib.Toke
   name, _, size = spec.partition(":")
   if name in VOCABULARIES and size.isdigit():
     return tokenizer_lib.SentencePieceTokenizer(VOCABULARIES[name](int(size), data_dir))
+  if name in SOURCE_TOKENIZERS:
+    if not os.path.isfile(size):
+      raise FileNotFoundError(f"tokenizer {spec!r}: no file {size!r}")
+    return SOURCE_TOKENIZERS[name](size)
   if spec != "bytes" and not os.path.isfile(spec):
     bundled = ", ".join(f"'{n}:VOCAB_SIZE'" for n in sorted(VOCABULARIES))
     raise ValueError(f"Unknown tokenizer {spec!r}: use {bundled}, {tokenizer_lib.SPECS}.")

@@ -7,7 +7,9 @@ that always survives truncation, which is what the text tower pools on.
     tok = make_tokenizer("/path/captions.model")  # trained by tools/train_tokenizer.py
     ids = tok.encode_batch(["a handwritten digit seven"], max_len=32)  # [1, 32] int32
 
-Vocabularies built from a bundled dataset (``"bc_lee:4000"``) are
+Vocabularies built from a bundled dataset (``"bc_lee:4000"``) and the
+pretrained sources' tokenizers (``"clip_bpe:PATH"``, ``"siglip:PATH"``,
+``"hf:PATH"``; ``SigLIPTokenizer`` here, the BPE ones in ``bpe.py``) are
 ``big_contrast.data.make_tokenizer``'s (``bundled.py``), which hands the other
 specs to this module.
 
@@ -17,6 +19,7 @@ This module knows nothing about datasets, grain or models.
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -109,14 +112,62 @@ class SentencePieceTokenizer(Tokenizer):
     return (SentencePieceTokenizer, (self._path,))
 
 
+class SigLIPTokenizer(Tokenizer):
+  """SigLIP's SentencePiece tokenization, as big_vision or Hugging Face applies it.
+
+  Lower case; ``canonicalize=True`` (Hugging Face's ``SiglipTokenizer``) also
+  drops ASCII punctuation and collapses whitespace. Then the model's ids, EOS
+  appended and kept when the text is truncated, padded with EOS: big_vision's
+  ``tokenize(eos='sticky', pad_value=1)`` for the released SigLIP models, whose
+  text tower reads the last position. ``pad_id`` is therefore the EOS id.
+  """
+
+  def __init__(self, model_path: str, *, canonicalize: bool = False):
+    self._path, self._canonicalize = model_path, canonicalize
+    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+    self.vocab_size = int(self._sp.get_piece_size())
+    if self._sp.eos_id() < 0:
+      raise ValueError(f"SentencePiece model {model_path} has no EOS piece")
+    self.eos_id = self.pad_id = int(self._sp.eos_id())
+
+  def clean(self, text: str) -> str:
+    text = text.lower()
+    if self._canonicalize:
+      text = " ".join(text.translate(_NO_PUNCTUATION).split())
+    return text
+
+  def encode(self, text: str) -> list[int]:
+    return list(self._sp.encode(self.clean(text), out_type=int))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._sp.decode([int(i) for i in ids if int(i) != self.eos_id])
+
+  def __reduce__(self):
+    return (_siglip, (self._path, self._canonicalize))
+
+
+def _siglip(path: str, canonicalize: bool) -> SigLIPTokenizer:
+  return SigLIPTokenizer(path, canonicalize=canonicalize)
+
+
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 # The specs `make_tokenizer` accepts, for error messages here and in `bundled.py`.
 SPECS = (
-  "'bytes' or the path of a SentencePiece .model file (train one with tools/train_tokenizer.py)"
+  "'bytes' or the path of a SentencePiece .model file (train one with tools/train_tokenizer.py), "
+  "or a pretrained source's file: 'clip_bpe:PATH' (CLIP's bpe_simple_vocab_16e6.txt.gz), "
+  "'siglip:PATH' (a SigLIP SentencePiece model, as big_vision tokenizes), 'hf:PATH' (a Hugging "
+  "Face tokenizer.json, or a SiglipTokenizer's spiece.model)"
 )
 
 
 def make_tokenizer(spec: str) -> Tokenizer:
-  """``"bytes"`` -> ``ByteTokenizer``; the path of a ``.model`` file -> SentencePiece."""
+  """``"bytes"`` -> ``ByteTokenizer``; the path of a ``.model`` file -> SentencePiece.
+
+  The pretrained sources' specs (``clip_bpe:``, ``siglip:``, ``hf:``) are
+  ``big_contrast.data.make_tokenizer``'s (``bundled.py``).
+  """
   if spec == "bytes":
     return ByteTokenizer()
   if os.path.isfile(spec):

@@ -58,6 +58,11 @@ class Encoder:
   def tokenize(self, texts: Sequence[str]) -> np.ndarray:
     """Texts → int32 [N, L] token ids, as the text tower reads them."""
     if self.tokenizer is None:
+      if "text" in self.modalities:
+        raise ValueError(
+          "this run has no tokenizer (config.text.tokenizer is not set); an imported run "
+          "gets one from `python -m big_contrast.interop import ... --tokenizer FILE`"
+        )
       raise ValueError(f"a {self.config.task!r} model has no text tower to tokenize for")
     return self.tokenizer.encode_batch(list(texts), self.config.text.max_len)
 
@@ -110,6 +115,11 @@ def _mesh_for(config: ml_collections.ConfigDict):
 def load_encoder(workdir: str, *, step: int | None = None, mesh=None) -> Encoder:
   """The frozen encoder of a run directory (trained here or imported), on `mesh`.
 
+  An imported run (`python -m big_contrast.interop import`) is a checkpoint at
+  step 0 whose config builds the source's architecture; its tokenizer spec
+  names the vocabulary file copied into it. Without a tokenizer (none given at
+  import), images still encode and `encode_text` says what is missing.
+
   workdir: a run directory (`<workdir>/checkpoints`); `step`: a checkpoint step
   (default the newest readable one); `mesh`: default the run's own mesh when it
   fits the devices here, else data parallel over all of them. Restores the
@@ -120,7 +130,7 @@ def load_encoder(workdir: str, *, step: int | None = None, mesh=None) -> Encoder
   config = ckpt.restore_config(step)
   mesh = mesh or _mesh_for(config)
   tokenizer = None
-  if tasks.get(config.task).needs_tokenizer:
+  if tasks.get(config.task).needs_tokenizer and config.text.tokenizer:
     tokenizer = data.make_tokenizer(config.text.tokenizer, config.data.data_dir)
   trainee = state_lib.Trainee(config, mesh, vocab_size=tokenizer and tokenizer.vocab_size)
   restored = ckpt.restore(trainee.abstract_state, step=step)

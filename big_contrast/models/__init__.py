@@ -25,11 +25,13 @@ IMAGE_TOWERS: dict[str, Callable[..., nnx.Module]] = {"vit": vit.ViT, "resnet": 
 
 def checked_kwargs(fn: Callable, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
   """`kwargs` as a dict, after checking that `fn` accepts every key (`where` names the config)."""
-  params = inspect.signature(fn).parameters
+  # An NNX module class's signature is its metaclass's (*args, **kwargs): read __init__'s.
+  params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
   if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-      known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")
+      skip = ("rngs", "dtype", "remat")
+      known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in skip)
       raise ValueError(f"{where}.{unknown[0]}: unknown key; {where} takes {known}")
   return dict(kwargs)
 
@@ -47,9 +49,30 @@ def image_tower(cfg: Mapping[str, Any], *, dtype: str, remat: bool, rngs: nnx.Rn
 
 
 def text_tower(
-  cfg: Mapping[str, Any], *, vocab_size: int, max_len: int, dtype: str, remat: bool, rngs: nnx.Rngs
+  cfg: Mapping[str, Any],
+  *,
+  vocab_size: int | None,
+  max_len: int,
+  dtype: str,
+  remat: bool,
+  rngs: nnx.Rngs,
 ) -> text.TextTransformer:
-  """`config.model.text` → the text Transformer over `vocab_size` ids and `max_len` tokens."""
+  """`config.model.text` → the text Transformer over `vocab_size` ids and `max_len` tokens.
+
+  `config.model.text.vocab_size`, when set (an imported tower's embedding table),
+  is the table's size: the tokenizer's `vocab_size` (None: no tokenizer) may be
+  smaller, never larger.
+  """
+  cfg = dict(cfg)
+  table = cfg.pop("vocab_size", None)
+  if table is not None:
+    if vocab_size is not None and vocab_size > table:
+      raise ValueError(
+        f"the tokenizer has {vocab_size} ids, more than config.model.text.vocab_size={table}"
+      )
+    vocab_size = table
+  if vocab_size is None:
+    raise ValueError("the text tower needs a tokenizer or config.model.text.vocab_size")
   cfg = checked_kwargs(text.TextTransformer, cfg, "config.model.text")
   return text.TextTransformer(
     vocab_size=vocab_size, max_len=max_len, dtype=dtype, remat=remat, rngs=rngs, **cfg

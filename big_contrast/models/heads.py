@@ -78,7 +78,12 @@ class ProjectionMLP(nnx.Module):
 
 
 class TwoTower(nnx.Module):
-  """(images [B,H,W,C], tokens [B,L]) → dict(zimg [B,D], ztxt [B,D], temperature[, bias])."""
+  """(images [B,H,W,C], tokens [B,L]) → dict(zimg [B,D], ztxt [B,D], temperature[, bias]).
+
+  image_proj=False: the image features are the embedding (SigLIP's MAP head
+  output), so `embed_dim` must be the image tower's width. image_proj_bias,
+  text_proj_bias: the projections have a bias (SigLIP's text head does).
+  """
 
   def __init__(
     self,
@@ -89,12 +94,27 @@ class TwoTower(nnx.Module):
     temperature_init: float = 0.07,
     min_temperature: float | None = 0.01,
     bias_init: float | None = None,
+    image_proj: bool = True,
+    image_proj_bias: bool = False,
+    text_proj_bias: bool = False,
     dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     self.image, self.text = image, text
-    self.image_proj = nnx.Linear(image.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
-    self.text_proj = nnx.Linear(text.width, embed_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    if image_proj:
+      self.image_proj = nnx.Linear(
+        image.width, embed_dim, use_bias=image_proj_bias, dtype=dtype, rngs=rngs
+      )
+    elif embed_dim != image.width:
+      raise ValueError(
+        f"config.model.image_proj=False needs embed_dim ({embed_dim}) = the image width "
+        f"({image.width})"
+      )
+    else:
+      self.image_proj = None
+    self.text_proj = nnx.Linear(
+      text.width, embed_dim, use_bias=text_proj_bias, dtype=dtype, rngs=rngs
+    )
     self.log_temperature = nnx.Param(jnp.asarray(math.log(temperature_init), jnp.float32))
     self.min_temperature = min_temperature
     self.bias = None if bias_init is None else nnx.Param(jnp.asarray(bias_init, jnp.float32))
@@ -104,7 +124,8 @@ class TwoTower(nnx.Module):
     return self.image(images, train=False).astype(jnp.float32)
 
   def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    return l2_normalize(self.image_proj(self.image(images, train=train)))
+    x = self.image(images, train=train)
+    return l2_normalize(x if self.image_proj is None else self.image_proj(x))
 
   def encode_text(self, tokens: jax.Array) -> jax.Array:
     return l2_normalize(self.text_proj(self.text(tokens)))
@@ -126,7 +147,9 @@ class TwoTower(nnx.Module):
 class MultiView(nnx.Module):
   """views [B, V, H, W, C] → dict(z [B, V, D]) through one shared encoder and head.
 
-  head_hidden: the head's hidden width (default 2 × embed_dim).
+  head_hidden: the head's hidden width (default 2 × embed_dim). head_layers=0:
+  no head, the embedding is the tower's features (an imported DINOv2 backbone),
+  and `embed_dim` must be the tower's width.
   """
 
   def __init__(
@@ -141,6 +164,14 @@ class MultiView(nnx.Module):
     rngs: nnx.Rngs,
   ):
     self.image = image
+    if head_layers == 0:
+      if embed_dim != image.width:
+        raise ValueError(
+          f"config.model.head_layers=0 needs embed_dim ({embed_dim}) = the image width "
+          f"({image.width})"
+        )
+      self.head = None
+      return
     self.head = ProjectionMLP(
       image.width,
       head_hidden or 2 * embed_dim,
@@ -155,7 +186,8 @@ class MultiView(nnx.Module):
     return self.image(images, train=False).astype(jnp.float32)
 
   def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    return l2_normalize(self.head(self.image(images, train=train), train=train))
+    x = self.image(images, train=train)
+    return l2_normalize(x if self.head is None else self.head(x, train=train))
 
   def __call__(self, views: jax.Array) -> dict[str, jax.Array]:
     # All B·V views go through the encoder as one batch, so BatchNorm statistics
