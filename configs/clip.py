@@ -5,6 +5,13 @@ Supervision". Variants:
 
   digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
   tiny     smaller still: B = 128, 150 steps (under a minute on a 2-core CPU);
+  tiny_label_smoothing  `tiny` with label smoothing ε = 0.1 in both directions, from
+           the improved CLIP baseline of Fini et al., 2023 (facebookresearch/clip-rocket:
+           repro_exps.txt runs --label-smoothing 0.1; losses.py `CL2LLoss` applies
+           F.cross_entropy(label_smoothing=ε) to the losses between its local crops
+           and keeps the global image-text loss unsmoothed; with one crop here the
+           smoothing applies to the CLIP loss itself); identical captions stay
+           mutual positives;
   vit_b16  the paper's ViT-B/16 recipe: B = 32,768, AdamW(β2 = 0.98, ε = 1e-6,
            decoupled wd 0.2), lr 5e-4 with 2,000 warm-up steps + cosine, 32 epochs
            of 400M pairs, learnable temperature from 0.07 (clipped at 0.01, i.e.
@@ -39,7 +46,7 @@ DIGITS_TEMPLATES = (
 )
 
 
-VARIANTS = ("digits", "tiny", "vit_b16")
+VARIANTS = ("digits", "tiny", "tiny_label_smoothing", "vit_b16")
 
 
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
@@ -75,8 +82,11 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.eval.at_end = ("linear_probe", "zero_shot", "retrieval")
   c.eval.zero_shot_templates = list(DIGITS_TEMPLATES)
 
-  if arg == "tiny":
+  if arg in ("tiny", "tiny_label_smoothing"):
     common.tiny(c)
+    if arg == "tiny_label_smoothing":
+      c.loss.label_smoothing = 0.1
+      c.eval.baselines = True  # the probe beside the random-init one
     c.model.text.update(width=64, depth=1, heads=4, mlp_dim=128)
   elif arg == "vit_b16":
     common.real_scale_images(c)
