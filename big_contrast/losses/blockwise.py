@@ -6,7 +6,9 @@ of columns of the logits :math:`s_{rc} = \langle x_r, y_c \rangle / \tau`,
 * `Lse(where, scale)`: :math:`\log \sum_c [\mathrm{where}_{rc}]\, e^{\,\mathrm{scale} \cdot s_{rc}}`;
 * `Sum(weight, fn, shift)`: :math:`\sum_c \mathrm{weight}_{rc}\, \mathrm{fn}(s_{rc} - u_r)`,
   fn one of ``"logit"`` (x), ``"count"`` (1), ``"softplus"``, ``"softplus_neg"``
-  (softplus(-x)), and :math:`u_r` an optional per-row shift (an input with a gradient);
+  (softplus(-x)), and :math:`u_r` an optional per-row shift (an input with a gradient,
+  or, with `Then`, a function of a first pass's statistics: two passes forward,
+  one backward);
 
 where ``where`` / ``weight`` are functions of the rows' and the columns' metadata
 (sample and view ids, labels, ...: dicts of per-row arrays). And its *head*: plain
@@ -33,145 +35,40 @@ Knows nothing about models, data or the trainer.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from big_contrast.losses import _common, ring
+from big_contrast.losses import _common, channels, ring
 from big_contrast.losses._common import AxisName
+from big_contrast.losses.channels import Channel, Lse, Meta, Sum, Then
 
-Meta = Mapping[str, jax.Array]
-Mask = Callable[[Meta, Meta], jax.Array]  # (own rows [n], columns [k]) -> [n, k]
-
-# fn and its derivative.
-_FNS: dict[str, tuple[Callable, Callable | None]] = {
-  "logit": (lambda x: x, lambda x: jnp.ones_like(x)),
-  "count": (lambda x: jnp.ones_like(x), None),
-  "softplus": (jax.nn.softplus, jax.nn.sigmoid),
-  "softplus_neg": (lambda x: jax.nn.softplus(-x), lambda x: -jax.nn.sigmoid(-x)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Lse:
-  """log Σ_c [where(r, c)] exp(scale · s_rc); -inf for an empty set."""
-
-  where: Mask
-  scale: float = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Sum:
-  """Σ_c weight(r, c) · fn(s_rc - shift_r); `shift` names an entry of the rows' shifts."""
-
-  weight: Mask
-  fn: str = "logit"
-  shift: str | None = None
-
-  def __post_init__(self):
-    if self.fn not in _FNS:
-      raise ValueError(f"Sum fn={self.fn!r}: expected one of {sorted(_FNS)}")
-
-
-Channel = Lse | Sum
-
-
-# ------------------------------------------------------------------ one block ---
-
-
-def _ref(m: jax.Array) -> jax.Array:
-  """The shift of a partial log-sum-exp: its max, or 0 where the set is empty."""
-  return jnp.where(jnp.isfinite(m), m, 0.0)
-
-
-def _empty(channels, n: int, dtype):
-  return tuple(
-    (jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), dtype))
-    if isinstance(ch, Lse)
-    else jnp.zeros((n,), dtype)
-    for ch in channels
-  )
-
-
-def _merge(channels, a, b):
-  """Combines two partial statistics (max-shifted (max, Σexp) pairs add as log-sum-exps)."""
-  out = []
-  for ch, x, y in zip(channels, a, b):
-    if isinstance(ch, Lse):
-      m = jnp.maximum(x[0], y[0])
-      ref = _ref(m)
-      out.append((m, x[1] * jnp.exp(x[0] - ref) + y[1] * jnp.exp(y[0] - ref)))
-    else:
-      out.append(x + y)
-  return tuple(out)
-
-
-def _finish(channels, partial):
-  return tuple(
-    p[0] + jnp.log(p[1]) if isinstance(ch, Lse) else p for ch, p in zip(channels, partial)
-  )
-
-
-def _weight(ch: Sum, own: Meta, other: Meta, valid, dtype) -> jax.Array:
-  return jnp.where(valid, ch.weight(own, other), 0).astype(dtype)
-
-
-def _reduce(channels, logits, own: Meta, other: Meta, shifts, valid):
-  """Partial statistics of one [n, k] block; `valid` [k] marks real (unpadded) columns."""
-  out = []
-  for ch in channels:
-    if isinstance(ch, Lse):
-      x = jnp.where(ch.where(own, other) & valid, ch.scale * logits, -jnp.inf)
-      m = jax.lax.stop_gradient(jnp.max(x, axis=1))
-      out.append((m, jnp.sum(jnp.exp(x - _ref(m)[:, None]), axis=1)))
-    else:
-      w = _weight(ch, own, other, valid, logits.dtype)
-      x = logits if ch.shift is None else logits - shifts[ch.shift][:, None]
-      out.append(jnp.sum(jnp.where(w != 0, w * _FNS[ch.fn][0](x), 0.0), axis=1))
-  return tuple(out)
-
-
-def _grad(channels, logits, own: Meta, other: Meta, shifts, valid, stats, cts):
-  """d(Σ_r ct_r · stat_r)/d logits [n, k] for one block, and the shifts' gradients [n]."""
-  g = jnp.zeros_like(logits)
-  dshift = {name: jnp.zeros(logits.shape[:1], logits.dtype) for name in shifts}
-  for ch, stat, ct in zip(channels, stats, cts):
-    if isinstance(ch, Lse):
-      mask = ch.where(own, other) & valid
-      p = jnp.exp(ch.scale * logits - _ref(stat)[:, None])
-      g = g + jnp.where(mask, (ct * ch.scale)[:, None] * p, 0.0)
-    elif _FNS[ch.fn][1] is not None:
-      w = _weight(ch, own, other, valid, logits.dtype)
-      x = logits if ch.shift is None else logits - shifts[ch.shift][:, None]
-      term = jnp.where(w != 0, ct[:, None] * w * _FNS[ch.fn][1](x), 0.0)
-      g = g + term
-      if ch.shift is not None:
-        dshift[ch.shift] = dshift[ch.shift] - jnp.sum(term, axis=1)
-  return g, dshift
+__all__ = ["Channel", "Lse", "Sum", "Then", "row_stats"]
 
 
 # ---------------------------------------------------------------- all-gather ---
 
 
-def _dense(rows, cols, inv_t, row_meta, col_meta, row_ch, col_ch, row_shifts, col_shifts, axis):
+def _dense_pass(
+  rows, cols, inv_t, row_meta, col_meta, row_ch, col_ch, row_shifts, col_shifts, axis
+):
   gather = functools.partial(_common.gather_rows, axis_name=axis)
   other, other_meta = (rows, row_meta) if cols is None else (cols, col_meta)
   all_other, all_meta = gather(other), jax.tree.map(gather, dict(other_meta))
   valid = jnp.ones((all_other.shape[0],), bool)
   logits = _common.similarity(rows, all_other) * inv_t
-  row_out = _finish(row_ch, _reduce(row_ch, logits, row_meta, all_meta, row_shifts, valid))
+  part = channels.reduce(row_ch, logits, row_meta, all_meta, row_shifts, valid)
+  row_out = channels.finish(row_ch, part)
   if cols is None or not col_ch:
     return row_out, ()
   all_rows, all_row_meta = gather(rows), jax.tree.map(gather, dict(row_meta))
   logits = _common.similarity(cols, all_rows) * inv_t
   valid = jnp.ones((all_rows.shape[0],), bool)
-  return row_out, _finish(
-    col_ch, _reduce(col_ch, logits, col_meta, all_row_meta, col_shifts, valid)
-  )
+  part = channels.reduce(col_ch, logits, col_meta, all_row_meta, col_shifts, valid)
+  return row_out, channels.finish(col_ch, part)
 
 
 # ------------------------------------------------------------------ the ring ---
@@ -189,37 +86,44 @@ class _Static(NamedTuple):
   block_size: int
   row_channels: tuple
   col_channels: tuple
+  then: Then | None
   symmetric: bool
 
 
-def _side(static: _Static, rows, cols, row_meta, col_meta, row_shifts, col_shifts):
-  """(travelling z, meta, shifts, channels) of the ring: the columns, or the rows again."""
-  if static.symmetric:
-    return rows, row_meta, row_shifts, static.row_channels
-  return cols, col_meta, col_shifts, static.col_channels
+class _Ring(NamedTuple):
+  """What every sweep reads: the home rows and the padded travelling block."""
+
+  static: _Static
+  rows: jax.Array  # [n, d] home rows
+  row_meta: dict
+  t_z: jax.Array  # [P, d] travelling rows, padded to whole sub-blocks
+  t_meta: dict  # their metadata, with `_valid`
+  n_t: int  # real travelling rows
+  inv_t: jax.Array
+  dtype: Any
 
 
-def _padded(x, meta, shifts, k):
-  """Pads the travelling rows to whole sub-blocks; `_valid` marks the real ones."""
-  n = x.shape[0]
-  rows = -(-n // k) * k
-  meta = {key: ring.pad_rows(v, rows) for key, v in meta.items()}
-  meta["_valid"] = ring.pad_rows(jnp.ones((n,), bool), rows, False)
-  return ring.pad_rows(x, rows), meta, {key: ring.pad_rows(v, rows) for key, v in shifts.items()}
-
-
-def _ring_forward(
-  static: _Static, rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta
-):
+def _prepare(static: _Static, rows, cols, temperature, row_meta, col_meta) -> _Ring:
   k = static.block_size
   dtype = _common.compute_dtype(rows, *(() if cols is None else (cols,)))
+  z, meta = (rows, row_meta) if static.symmetric else (cols, col_meta)
+  n_t = z.shape[0]
+  padded = -(-n_t // k) * k
+  t_meta = {key: ring.pad_rows(v, padded) for key, v in meta.items()}
+  t_meta["_valid"] = ring.pad_rows(jnp.ones((n_t,), bool), padded, False)
   inv_t = 1.0 / temperature.astype(dtype)
-  t_z, t_meta, t_shifts, t_ch = _side(
-    static, rows, cols, row_meta, col_meta, row_shifts, col_shifts
-  )
-  t_z, t_meta, t_shifts = _padded(t_z, t_meta, t_shifts, k)
-  n_blocks = t_z.shape[0] // k
+  return _Ring(static, rows, row_meta, ring.pad_rows(z, padded), t_meta, n_t, inv_t, dtype)
+
+
+def _pad(ctx: _Ring, tree):
+  return jax.tree.map(lambda x: ring.pad_rows(x, ctx.t_z.shape[0]), tree)
+
+
+def _forward_sweep(ctx: _Ring, row_ch, t_ch, row_shifts, t_shifts):
+  """Statistics of the home rows (and of the travelling block's rows) over all columns."""
+  k, rows, row_meta = ctx.static.block_size, ctx.rows, ctx.row_meta
   home_valid = jnp.ones((rows.shape[0],), bool)
+  n_blocks = ctx.t_z.shape[0] // k
 
   def visit(both, home, travelling, acc):
     z, meta, shifts = travelling
@@ -227,15 +131,15 @@ def _ring_forward(
     def body(c, carry):
       home, acc = carry
       tz, tm, ts = ring.sub_block((z, meta, shifts), c, k)
-      logits = _common.similarity(rows, tz) * inv_t  # [n, k]
-      part = _reduce(static.row_channels, logits, row_meta, tm, row_shifts, tm["_valid"])
-      home = _merge(static.row_channels, home, part)
+      logits = _common.similarity(rows, tz) * ctx.inv_t  # [n, k]
+      part = channels.reduce(row_ch, logits, row_meta, tm, row_shifts, tm["_valid"])
+      home = channels.merge(row_ch, home, part)
       if t_ch:
 
         def fold(acc):
           block = ring.sub_block(acc, c, k)
-          part = _reduce(t_ch, logits.T, tm, row_meta, ts, home_valid)
-          return ring.put_sub_block(acc, _merge(t_ch, block, part), c, k)
+          part = channels.reduce(t_ch, logits.T, tm, row_meta, ts, home_valid)
+          return ring.put_sub_block(acc, channels.merge(t_ch, block, part), c, k)
 
         acc = _when(both, fold, acc)
       return home, acc
@@ -243,42 +147,32 @@ def _ring_forward(
     return jax.lax.fori_loop(0, n_blocks, body, (home, acc))
 
   home, acc = ring.sweep(
-    static.axis_name,
-    symmetric=static.symmetric,
+    ctx.static.axis_name,
+    symmetric=ctx.static.symmetric,
     visit=visit,
-    home=_empty(static.row_channels, rows.shape[0], dtype),
-    travelling=(t_z, t_meta, t_shifts),
-    acc=_empty(t_ch, t_z.shape[0], dtype),
+    home=channels.empty(row_ch, rows.shape[0], ctx.dtype),
+    travelling=(ctx.t_z, ctx.t_meta, _pad(ctx, t_shifts)),
+    acc=channels.empty(t_ch, ctx.t_z.shape[0], ctx.dtype),
   )
-  n_t = rows.shape[0] if static.symmetric else cols.shape[0]
-  acc = jax.tree.map(lambda x: x[:n_t], acc)
-  if static.symmetric:
-    out = (_finish(static.row_channels, _merge(static.row_channels, home, acc)), ())
-  else:
-    out = (_finish(static.row_channels, home), _finish(t_ch, acc))
-  residuals = (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta, out)
-  return out, residuals
+  acc = jax.tree.map(lambda x: x[: ctx.n_t], acc)
+  if ctx.static.symmetric:
+    return channels.finish(row_ch, channels.merge(row_ch, home, acc)), ()
+  return channels.finish(row_ch, home), channels.finish(t_ch, acc)
 
 
-def _ring_backward(static: _Static, residuals, cts):
-  rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta, out = residuals
-  k = static.block_size
-  dtype = _common.compute_dtype(rows, *(() if cols is None else (cols,)))
-  inv_t = 1.0 / temperature.astype(dtype)
-  row_stats, row_cts = out[0], tuple(jnp.asarray(c, dtype) for c in cts[0])
-  if static.symmetric:
-    t_stats, t_cts = row_stats, row_cts
-  else:
-    t_stats, t_cts = out[1], tuple(jnp.asarray(c, dtype) for c in cts[1])
-  t_z, t_meta, t_shifts, t_ch = _side(
-    static, rows, cols, row_meta, col_meta, row_shifts, col_shifts
+def _backward_sweep(
+  ctx: _Ring, row_ch, t_ch, row_shifts, t_shifts, row_stats, row_cts, t_stats, t_cts
+):
+  """(d rows, d row shifts, d travelling rows, d their shifts, d 1/τ) for the cotangents."""
+  k, rows, row_meta, inv_t, dtype = (
+    ctx.static.block_size,
+    ctx.rows,
+    ctx.row_meta,
+    ctx.inv_t,
+    ctx.dtype,
   )
-  n_t = t_z.shape[0]
-  t_z, t_meta, t_shifts = _padded(t_z, t_meta, t_shifts, k)
-  pad = lambda x: ring.pad_rows(x, t_z.shape[0])
-  t_stats, t_cts = jax.tree.map(pad, (t_stats, t_cts))
-  n_blocks = t_z.shape[0] // k
   home_valid = jnp.ones((rows.shape[0],), bool)
+  n_blocks = ctx.t_z.shape[0] // k
 
   def visit(both, home, travelling, acc):
     z, meta, shifts, stats, cot = travelling
@@ -288,8 +182,8 @@ def _ring_backward(static: _Static, residuals, cts):
       tz, tm, ts, tst, tct = ring.sub_block((z, meta, shifts, stats, cot), c, k)
       cosine = _common.similarity(rows, tz)
       logits = cosine * inv_t
-      g, ds = _grad(
-        static.row_channels, logits, row_meta, tm, row_shifts, tm["_valid"], row_stats, row_cts
+      g, ds = channels.grad(
+        row_ch, logits, row_meta, tm, row_shifts, tm["_valid"], row_stats, row_cts
       )
       dshift = {key: dshift[key] + ds[key] for key in dshift}
       tds = jax.tree.map(jnp.zeros_like, ring.sub_block(tdshift, c, k))
@@ -297,7 +191,7 @@ def _ring_backward(static: _Static, residuals, cts):
 
         def add_block_rows(g_tds):
           g, _ = g_tds
-          gt, tds = _grad(t_ch, logits.T, tm, row_meta, ts, home_valid, tst, tct)
+          gt, tds = channels.grad(t_ch, logits.T, tm, row_meta, ts, home_valid, tst, tct)
           return g + gt.T, tds
 
         g, tds = _when(both, add_block_rows, (g, tds))
@@ -312,22 +206,109 @@ def _ring_backward(static: _Static, residuals, cts):
 
     return jax.lax.fori_loop(0, n_blocks, body, (home, acc))
 
-  zero_shifts = lambda s, n: {key: jnp.zeros((n,), dtype) for key in s}
-  home = (
-    jnp.zeros(rows.shape, dtype),
-    zero_shifts(row_shifts, rows.shape[0]),
-    jnp.zeros((), dtype),
-  )
-  acc = (jnp.zeros(t_z.shape, dtype), zero_shifts(t_shifts, t_z.shape[0]))
+  zeros = lambda names, n: {key: jnp.zeros((n,), dtype) for key in names}
+  p = ctx.t_z.shape[0]
+  home = (jnp.zeros(rows.shape, dtype), zeros(row_shifts, rows.shape[0]), jnp.zeros((), dtype))
   (drows, drow_shifts, dinv_t), (dt, dt_shifts) = ring.sweep(
-    static.axis_name,
-    symmetric=static.symmetric,
+    ctx.static.axis_name,
+    symmetric=ctx.static.symmetric,
     visit=visit,
     home=home,
-    travelling=(t_z, t_meta, t_shifts, t_stats, t_cts),
-    acc=acc,
+    travelling=(ctx.t_z, ctx.t_meta, _pad(ctx, t_shifts), _pad(ctx, t_stats), _pad(ctx, t_cts)),
+    acc=(jnp.zeros(ctx.t_z.shape, dtype), zeros(t_shifts, p)),
   )
-  dt, dt_shifts = jax.tree.map(lambda x: x[:n_t], (dt, dt_shifts))
+  dt, dt_shifts = jax.tree.map(lambda x: x[: ctx.n_t], (dt, dt_shifts))
+  return drows, drow_shifts, dt, dt_shifts, dinv_t
+
+
+def _second_pass_channels(static: _Static):
+  """The second pass's channels plus, for each Sum on an internal shift, its derivative sum."""
+  internal = frozenset()
+  if static.then is None:
+    return (), (), internal
+  names = {ch.shift for ch in static.then.row_channels + static.then.col_channels}
+  internal = frozenset(n for n in names if n is not None)
+  return (
+    static.then.row_channels + channels.derivative_sums(static.then.row_channels, internal),
+    static.then.col_channels + channels.derivative_sums(static.then.col_channels, internal),
+    internal,
+  )
+
+
+def _ring_forward(
+  static: _Static, rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta
+):
+  ctx = _prepare(static, rows, cols, temperature, row_meta, col_meta)
+  t_ch = static.row_channels if static.symmetric else static.col_channels
+  t_shifts = row_shifts if static.symmetric else col_shifts
+  first = _forward_sweep(ctx, static.row_channels, t_ch, row_shifts, t_shifts)
+  second, internal_shifts = ((), ()), ({}, {})
+  if static.then is not None:
+    row_ch2, col_ch2, _ = _second_pass_channels(static)
+    t_ch2 = row_ch2 if static.symmetric else col_ch2
+    u_rows = dict(static.then.shifts(first[0]))
+    u_t = u_rows if static.symmetric else (dict(static.then.shifts(first[1])) if t_ch2 else {})
+    internal_shifts = (u_rows, u_t)
+    second = _forward_sweep(ctx, row_ch2, t_ch2, {**row_shifts, **u_rows}, {**t_shifts, **u_t})
+  n_r2 = len(static.then.row_channels) if static.then else 0
+  n_c2 = len(static.then.col_channels) if static.then and not static.symmetric else 0
+  out = (first, (second[0][:n_r2], second[1][:n_c2]))
+  residuals = (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta)
+  return out, (residuals, first, second, internal_shifts)
+
+
+def _ring_backward(static: _Static, saved, cts):
+  (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta), first, second, internal = (
+    saved
+  )
+  ctx = _prepare(static, rows, cols, temperature, row_meta, col_meta)
+  dtype = ctx.dtype
+  as_dtype = lambda tree: tuple(jnp.asarray(c, dtype) for c in tree)
+  (g_rows, g_cols), (g_rows2, g_cols2) = cts
+  g_rows, g_cols, g_rows2, g_cols2 = map(as_dtype, (g_rows, g_cols, g_rows2, g_cols2))
+  row_ch, t_ch = (
+    static.row_channels,
+    (static.row_channels if static.symmetric else static.col_channels),
+  )
+  t_stats, g_t = (first[0], g_rows) if static.symmetric else (first[1], g_cols)
+  row_stats = first[0]
+  t_shifts = row_shifts if static.symmetric else col_shifts
+  row_sh, t_sh = dict(row_shifts), dict(t_shifts)
+  if static.then is not None:
+    row_ch2, col_ch2, names = _second_pass_channels(static)
+    n_r2 = len(static.then.row_channels)
+    # The shifts' cotangents come from the second pass's derivative sums, then flow
+    # through `then.shifts` into the first pass's statistics: one backward sweep.
+    du = channels.shift_cotangents(
+      static.then.row_channels, names, g_rows2, second[0][n_r2:], rows.shape[0], dtype
+    )
+    _, pull = jax.vjp(lambda s: dict(static.then.shifts(s)), first[0])
+    g_rows = tuple(a + b for a, b in zip(g_rows, pull({k: du[k] for k in internal[0]})[0]))
+    row_ch = row_ch + static.then.row_channels
+    row_stats = row_stats + second[0][:n_r2]
+    row_sh.update(internal[0])
+    g_rows = g_rows + g_rows2
+    if static.symmetric:
+      t_ch, t_stats, g_t, t_sh = row_ch, row_stats, g_rows, row_sh
+    elif static.then.col_channels:
+      n_c2 = len(static.then.col_channels)
+      du = channels.shift_cotangents(
+        static.then.col_channels, names, g_cols2, second[1][n_c2:], ctx.n_t, dtype
+      )
+      _, pull = jax.vjp(lambda s: dict(static.then.shifts(s)), first[1])
+      g_t = tuple(a + b for a, b in zip(g_t, pull({k: du[k] for k in internal[1]})[0]))
+      t_ch = t_ch + static.then.col_channels
+      t_stats = t_stats + second[1][:n_c2]
+      t_sh.update(internal[1])
+      g_t = g_t + g_cols2
+  elif static.symmetric:
+    g_t = g_rows
+  drows, drow_shifts, dt, dt_shifts, dinv_t = _backward_sweep(
+    ctx, row_ch, t_ch, row_sh, t_sh, row_stats, g_rows, t_stats, g_t
+  )
+  drow_shifts = {key: drow_shifts[key] for key in row_shifts}
+  dt_shifts = {key: dt_shifts[key] for key in t_shifts}
+  inv_t = ctx.inv_t
   dtemp = (-dinv_t * inv_t * inv_t).astype(temperature.dtype)
   cast = lambda tree, like: jax.tree.map(lambda g, x: g.astype(x.dtype), tree, like)
   if static.symmetric:
@@ -369,9 +350,10 @@ def row_stats(
   col_channels: tuple[Channel, ...] = (),
   row_shifts: Mapping[str, jax.Array] | None = None,
   col_shifts: Mapping[str, jax.Array] | None = None,
+  then: Then | None = None,
   axis_name: AxisName = None,
   block_size: int | None = None,
-) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+):
   """The channels' [n] statistics of this device's rows (and [m] of its columns).
 
   Args:
@@ -383,41 +365,50 @@ def row_stats(
     row_channels: the rows' statistics over all (global) columns.
     col_channels: the columns' statistics over all (global) rows (paired only).
     row_shifts, col_shifts: per-row shifts [n] / [m] that `Sum` channels name.
+    then: an optional second pass, whose shifts are functions of this pass's
+      statistics (`channels.Then`).
     axis_name: None on one device, else the mesh axis (or axes) the batch is split over.
     block_size: None for the all-gather path, k for the blockwise ring path.
 
   Returns:
-    (row statistics, column statistics): one [n] (or [m]) array per channel.
+    (row statistics, column statistics), one [n] (or [m]) array per channel; with
+    `then`, ((row, column statistics), (the second pass's row, column statistics)).
   """
   row_shifts, col_shifts = dict(row_shifts or {}), dict(col_shifts or {})
   row_meta = dict(row_meta)
   col_meta = None if col_meta is None else dict(col_meta)
-  if cols is None and col_channels:
+  if cols is None and (col_channels or (then is not None and then.col_channels)):
     raise ValueError("col_channels need a paired layout (cols); the symmetric one has none.")
   dtype = _common.compute_dtype(rows, *(() if cols is None else (cols,)))
   temperature = jnp.asarray(temperature, dtype)
   if block_size is None:
-    return _dense(
-      rows,
-      cols,
-      1.0 / temperature,
-      row_meta,
-      col_meta,
-      tuple(row_channels),
-      tuple(col_channels),
-      row_shifts,
-      col_shifts,
+    args = (rows, cols, 1.0 / temperature, row_meta, col_meta)
+    first = _dense_pass(
+      *args, tuple(row_channels), tuple(col_channels), row_shifts, col_shifts, axis_name
+    )
+    if then is None:
+      return first
+    u_rows = dict(then.shifts(first[0]))
+    u_cols = dict(then.shifts(first[1])) if then.col_channels else {}
+    second = _dense_pass(
+      *args,
+      tuple(then.row_channels),
+      tuple(then.col_channels),
+      {**row_shifts, **u_rows},
+      {**col_shifts, **u_cols},
       axis_name,
     )
+    return first, second
   static = _Static(
     tuple(axis_name) if isinstance(axis_name, list) else axis_name,
     ring.check_block_size(block_size),
     tuple(row_channels),
     tuple(col_channels),
+    then,
     cols is None,
   )
   vary = functools.partial(ring.varying, axis_name=axis_name)
-  return _ring_stats(
+  out = _ring_stats(
     static,
     rows,
     cols,
@@ -427,3 +418,4 @@ def row_stats(
     row_meta,
     col_meta,
   )
+  return out if then is not None else out[0]

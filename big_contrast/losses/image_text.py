@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from big_contrast.losses import _common
 from big_contrast.losses._common import AxisName
-from big_contrast.losses.blockwise import Lse, Sum, row_stats
+from big_contrast.losses.blockwise import Lse, Sum, Then, row_stats
 
 
 def _everything(own, other):
@@ -28,6 +28,11 @@ def _match(own, other):
 
 def _mismatch(own, other):
   return own["id"][:, None] != other["id"][None, :]
+
+
+def _lse_neg(stats):
+  """The second pass's shift: the first pass's log-sum-exp over the negatives."""
+  return {"lse_neg": stats[0]}
 
 
 def _ids(b: int, pair_ids, axis_name):
@@ -50,17 +55,10 @@ def _infonce(
   )
   side = lambda chans: dict(row_channels=chans, col_channels=chans if both else ())
   if decoupled:
-    first = side((Lse(_mismatch),))
-    (row_neg,), col_neg = row_stats(rows, cols, **common, **first)
+    # Two passes: each row's log-sum-exp over its negatives, then each positive against it.
     second = (Sum(_match, "softplus_neg", "lse_neg"), Sum(_match, "count"))
-    rows_out, cols_out = row_stats(
-      rows,
-      cols,
-      **common,
-      **side(second),
-      row_shifts={"lse_neg": row_neg},
-      col_shifts={"lse_neg": col_neg[0]} if both else None,
-    )
+    then = Then(_lse_neg, second, second if both else ())
+    _, (rows_out, cols_out) = row_stats(rows, cols, **common, **side((Lse(_mismatch),)), then=then)
     mean_over_positives = lambda s: s[0] / jnp.maximum(s[1], 1)
     return mean_over_positives(rows_out), (mean_over_positives(cols_out) if both else None)
   channels = (Lse(_everything), Sum(_match), Sum(_match, "count"))

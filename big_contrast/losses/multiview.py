@@ -19,7 +19,12 @@ import jax.numpy as jnp
 
 from big_contrast.losses import _common, views
 from big_contrast.losses._common import AxisName
-from big_contrast.losses.blockwise import Lse, Sum, row_stats
+from big_contrast.losses.blockwise import Lse, Sum, Then, row_stats
+
+
+def _lse_neg(stats):
+  """The second pass's shift: the first pass's log-sum-exp over the negatives."""
+  return {"lse_neg": stats[0]}
 
 
 def _views_scale(v: int, sum_over_views: bool) -> float:
@@ -163,13 +168,16 @@ def supcon_loss(
   rows, meta = views.flatten(z, axis_name, labels, min_views=1)
   common = dict(temperature=temperature, row_meta=meta, axis_name=axis_name, block_size=block_size)
   if decoupled:
-    (lse_neg,), _ = row_stats(rows, row_channels=(Lse(views.supervised_negative),), **common)
-    channels = (
-      Sum(views.supervised_positive, "softplus_neg", "lse_neg"),
-      Sum(views.supervised_positive, "count"),
+    # Two passes: the negatives' log-sum-exp, then each positive against it.
+    then = Then(
+      _lse_neg,
+      (
+        Sum(views.supervised_positive, "softplus_neg", "lse_neg"),
+        Sum(views.supervised_positive, "count"),
+      ),
     )
-    (total, count), _ = row_stats(
-      rows, row_channels=channels, row_shifts={"lse_neg": lse_neg}, **common
+    _, ((total, count), _) = row_stats(
+      rows, row_channels=(Lse(views.supervised_negative),), then=then, **common
     )
     per_anchor = total / jnp.maximum(count, 1)
   else:
