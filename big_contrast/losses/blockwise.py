@@ -221,95 +221,113 @@ def _backward_sweep(
   return drows, drow_shifts, dt, dt_shifts, dinv_t
 
 
-def _second_pass_channels(static: _Static):
-  """The second pass's channels plus, for each Sum on an internal shift, its derivative sum."""
-  internal = frozenset()
-  if static.then is None:
-    return (), (), internal
-  names = {ch.shift for ch in static.then.row_channels + static.then.col_channels}
-  internal = frozenset(n for n in names if n is not None)
-  return (
-    static.then.row_channels + channels.derivative_sums(static.then.row_channels, internal),
-    static.then.col_channels + channels.derivative_sums(static.then.col_channels, internal),
-    internal,
-  )
+def _shift_names(then: Then | None) -> frozenset:
+  """The shifts a second pass's channels name (their derivative sums are kept)."""
+  if then is None:
+    return frozenset()
+  chans = then.row_channels + then.col_channels
+  return frozenset(ch.shift for ch in chans if isinstance(ch, Sum) and ch.shift is not None)
 
 
 def _ring_forward(
   static: _Static, rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta
 ):
   ctx = _prepare(static, rows, cols, temperature, row_meta, col_meta)
-  t_ch = static.row_channels if static.symmetric else static.col_channels
-  t_shifts = row_shifts if static.symmetric else col_shifts
+  sym, then = static.symmetric, static.then
+  t_ch = static.row_channels if sym else static.col_channels
+  t_shifts = row_shifts if sym else col_shifts
   first = _forward_sweep(ctx, static.row_channels, t_ch, row_shifts, t_shifts)
-  second, internal_shifts = ((), ()), ({}, {})
-  if static.then is not None:
-    row_ch2, col_ch2, _ = _second_pass_channels(static)
-    t_ch2 = row_ch2 if static.symmetric else col_ch2
-    u_rows = dict(static.then.shifts(first[0]))
-    u_t = u_rows if static.symmetric else (dict(static.then.shifts(first[1])) if t_ch2 else {})
-    internal_shifts = (u_rows, u_t)
+  second, internal = ((), ()), ({}, {})
+  if then is not None:
+    names = _shift_names(then)
+    row_ch2 = then.row_channels + channels.derivative_sums(then.row_channels, names)
+    col_ch2 = then.col_channels + channels.derivative_sums(then.col_channels, names)
+    u_rows = dict(then.shifts(first[0]))
+    u_t = u_rows if sym else (dict(then.shifts(first[1])) if col_ch2 else {})
+    internal = (u_rows, u_t)
+    t_ch2 = row_ch2 if sym else col_ch2
     second = _forward_sweep(ctx, row_ch2, t_ch2, {**row_shifts, **u_rows}, {**t_shifts, **u_t})
-  n_r2 = len(static.then.row_channels) if static.then else 0
-  n_c2 = len(static.then.col_channels) if static.then and not static.symmetric else 0
-  out = (first, (second[0][:n_r2], second[1][:n_c2]))
-  residuals = (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta)
-  return out, (residuals, first, second, internal_shifts)
+  n_rows2 = len(then.row_channels) if then else 0
+  n_cols2 = len(then.col_channels) if then and not sym else 0
+  out = (first, (second[0][:n_rows2], second[1][:n_cols2]))
+  inputs = (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta)
+  return out, (inputs, first, second, internal)
+
+
+class _Side(NamedTuple):
+  """One side's channels, final statistics, their cotangents and shifts, for the backward sweep."""
+
+  channels: tuple
+  stats: tuple
+  cts: tuple
+  shifts: dict
+
+
+def _backward_side(then, chans, stats, cts, shifts, chans2, second, cts2, u, n, dtype) -> _Side:
+  """Folds a second pass into one side: its shifts' cotangents, from the derivative sums
+  taken in that pass, flow through `then.shifts` into the first pass's statistics, so a
+  single backward sweep differentiates both passes."""
+  if then is None or not chans2:
+    return _Side(chans, stats, cts, shifts)
+  n2 = len(chans2)
+  du = channels.shift_cotangents(chans2, _shift_names(then), cts2, second[n2:], n, dtype)
+  _, pull = jax.vjp(lambda s: dict(then.shifts(s)), stats)
+  (extra,) = pull({key: du[key] for key in u})
+  cts = tuple(a + b for a, b in zip(cts, extra))
+  return _Side(chans + chans2, stats + second[:n2], cts + cts2, {**shifts, **u})
 
 
 def _ring_backward(static: _Static, saved, cts):
-  (rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta), first, second, internal = (
-    saved
-  )
+  inputs, first, second, internal = saved
+  rows, cols, temperature, row_shifts, col_shifts, row_meta, col_meta = inputs
   ctx = _prepare(static, rows, cols, temperature, row_meta, col_meta)
-  dtype = ctx.dtype
-  as_dtype = lambda tree: tuple(jnp.asarray(c, dtype) for c in tree)
-  (g_rows, g_cols), (g_rows2, g_cols2) = cts
-  g_rows, g_cols, g_rows2, g_cols2 = map(as_dtype, (g_rows, g_cols, g_rows2, g_cols2))
-  row_ch, t_ch = (
+  as_dtype = lambda tree: tuple(jnp.asarray(c, ctx.dtype) for c in tree)
+  (g_rows, g_cols), (g_rows2, g_cols2) = (tuple(map(as_dtype, pair)) for pair in cts)
+  then = static.then
+  rows_side = _backward_side(
+    then,
     static.row_channels,
-    (static.row_channels if static.symmetric else static.col_channels),
+    first[0],
+    g_rows,
+    row_shifts,
+    then.row_channels if then else (),
+    second[0] if then else (),
+    g_rows2,
+    internal[0],
+    rows.shape[0],
+    ctx.dtype,
   )
-  t_stats, g_t = (first[0], g_rows) if static.symmetric else (first[1], g_cols)
-  row_stats = first[0]
-  t_shifts = row_shifts if static.symmetric else col_shifts
-  row_sh, t_sh = dict(row_shifts), dict(t_shifts)
-  if static.then is not None:
-    row_ch2, col_ch2, names = _second_pass_channels(static)
-    n_r2 = len(static.then.row_channels)
-    # The shifts' cotangents come from the second pass's derivative sums, then flow
-    # through `then.shifts` into the first pass's statistics: one backward sweep.
-    du = channels.shift_cotangents(
-      static.then.row_channels, names, g_rows2, second[0][n_r2:], rows.shape[0], dtype
+  if static.symmetric:
+    t_side = rows_side
+  else:
+    t_side = _backward_side(
+      then,
+      static.col_channels,
+      first[1],
+      g_cols,
+      col_shifts,
+      then.col_channels if then else (),
+      second[1] if then else (),
+      g_cols2,
+      internal[1],
+      ctx.n_t,
+      ctx.dtype,
     )
-    _, pull = jax.vjp(lambda s: dict(static.then.shifts(s)), first[0])
-    g_rows = tuple(a + b for a, b in zip(g_rows, pull({k: du[k] for k in internal[0]})[0]))
-    row_ch = row_ch + static.then.row_channels
-    row_stats = row_stats + second[0][:n_r2]
-    row_sh.update(internal[0])
-    g_rows = g_rows + g_rows2
-    if static.symmetric:
-      t_ch, t_stats, g_t, t_sh = row_ch, row_stats, g_rows, row_sh
-    elif static.then.col_channels:
-      n_c2 = len(static.then.col_channels)
-      du = channels.shift_cotangents(
-        static.then.col_channels, names, g_cols2, second[1][n_c2:], ctx.n_t, dtype
-      )
-      _, pull = jax.vjp(lambda s: dict(static.then.shifts(s)), first[1])
-      g_t = tuple(a + b for a, b in zip(g_t, pull({k: du[k] for k in internal[1]})[0]))
-      t_ch = t_ch + static.then.col_channels
-      t_stats = t_stats + second[1][:n_c2]
-      t_sh.update(internal[1])
-      g_t = g_t + g_cols2
-  elif static.symmetric:
-    g_t = g_rows
   drows, drow_shifts, dt, dt_shifts, dinv_t = _backward_sweep(
-    ctx, row_ch, t_ch, row_sh, t_sh, row_stats, g_rows, t_stats, g_t
+    ctx,
+    rows_side.channels,
+    t_side.channels,
+    rows_side.shifts,
+    t_side.shifts,
+    rows_side.stats,
+    rows_side.cts,
+    t_side.stats,
+    t_side.cts,
   )
-  drow_shifts = {key: drow_shifts[key] for key in row_shifts}
+  t_shifts = row_shifts if static.symmetric else col_shifts
+  drow_shifts = {key: drow_shifts[key] for key in row_shifts}  # the inputs', not the internal
   dt_shifts = {key: dt_shifts[key] for key in t_shifts}
-  inv_t = ctx.inv_t
-  dtemp = (-dinv_t * inv_t * inv_t).astype(temperature.dtype)
+  dtemp = (-dinv_t * ctx.inv_t * ctx.inv_t).astype(temperature.dtype)
   cast = lambda tree, like: jax.tree.map(lambda g, x: g.astype(x.dtype), tree, like)
   if static.symmetric:
     drows = drows + dt
