@@ -178,16 +178,23 @@ def test_polyview_arithmetic_follows_the_equations_not_the_pseudocode(views):
   """Ours = the equations (−log of the mean sibling probability) at every M; the pseudo-code's
   log-sum-exp of the sibling losses agrees only at M = 2 (up to its constant −log k)."""
   z = _views(25, views)
-  with jax.enable_x64(True):
-    z64 = jnp.asarray(z)
-    equations = float(polyview_equations_reference(z64, 0.2, "arithmetic"))
-    pseudocode = float(polyview_pseudocode_reference(z64, 0.2))
-    geometric = float(polyview_equations_reference(z64, 0.2, "geometric"))
+
+  def references(z):  # one compile, not one per operation
+    return (
+      polyview_equations_reference(z, 0.2, "arithmetic"),
+      polyview_pseudocode_reference(z, 0.2),
+      polyview_equations_reference(z, 0.2, "geometric"),
+    )
+
+  with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+    equations, pseudocode, geometric = map(float, jax.jit(references)(jnp.asarray(z)))
   np.testing.assert_allclose(equations, polyview_numpy_loop(z, 0.2, "arithmetic"), rtol=1e-10)
   np.testing.assert_allclose(geometric, polyview_numpy_loop(z, 0.2, "geometric"), rtol=1e-10)
   with jax.default_matmul_precision("highest"):
     ours = float(
-      losses.polyview_loss(jnp.asarray(z, jnp.float32), temperature=0.2, variant="arithmetic")
+      jax.jit(lambda z: losses.polyview_loss(z, temperature=0.2, variant="arithmetic"))(
+        jnp.asarray(z, jnp.float32)
+      )
     )
   np.testing.assert_allclose(ours, equations, rtol=2e-6)
   shifted = pseudocode + np.log(GLOBAL_B)
@@ -202,37 +209,38 @@ def test_polyview_arithmetic_follows_the_equations_not_the_pseudocode(views):
 @pytest.mark.parametrize("variant", ["arithmetic", "geometric"])
 def test_polyview_with_two_views_is_ntxent(variant):
   z = jnp.asarray(_views(26, 2), jnp.float32)
-  np.testing.assert_allclose(
-    losses.polyview_loss(z, temperature=0.1, variant=variant),
-    losses.ntxent_loss(z, temperature=0.1),
-    rtol=1e-6,
-  )
+  poly, ntxent = jax.jit(
+    lambda z: (
+      losses.polyview_loss(z, temperature=0.1, variant=variant),
+      losses.ntxent_loss(z, temperature=0.1),
+    )
+  )(z)
+  np.testing.assert_allclose(poly, ntxent, rtol=1e-6)
 
 
 def test_mv_losses_at_two_views_reduce_to_pairwise_forms():
   """M = 2: MV-InfoNCE's per-sample term is the two views' NT-Xent terms combined in one
   log; MV-DHEL is DHEL: positive out of the denominators, same-view negatives."""
   z = _views(27, 2)
-  with jax.enable_x64(True):
-    z64 = jnp.asarray(z)
-    with jax.default_matmul_precision("highest"):
-      np.testing.assert_allclose(
-        losses.mv_dhel_loss(z64, temperature=0.2), mv_dhel_reference(z64, 0.2), rtol=1e-10
-      )
-      np.testing.assert_allclose(
-        losses.mv_infonce_loss(z64, temperature=0.2), mv_infonce_reference(z64, 0.2), rtol=1e-10
-      )
-    s = z64[:, 0] @ z64[:, 1].T / 0.2
-    dhel = jnp.mean(
-      -jnp.diag(s)
-      + jax.nn.logsumexp(
-        jnp.where(jnp.eye(GLOBAL_B, dtype=bool), -jnp.inf, z64[:, 0] @ z64[:, 0].T / 0.2), axis=1
-      )
-      + jax.nn.logsumexp(
-        jnp.where(jnp.eye(GLOBAL_B, dtype=bool), -jnp.inf, z64[:, 1] @ z64[:, 1].T / 0.2), axis=1
-      )
+
+  def values(z):  # one compile, not one per operation
+    s = z[:, 0] @ z[:, 1].T / 0.2
+    off = ~jnp.eye(GLOBAL_B, dtype=bool)
+    same_view = [jnp.where(off, z[:, v] @ z[:, v].T / 0.2, -jnp.inf) for v in (0, 1)]
+    dhel = jnp.mean(-jnp.diag(s) + sum(jax.nn.logsumexp(x, axis=1) for x in same_view))
+    return (
+      losses.mv_dhel_loss(z, temperature=0.2),
+      mv_dhel_reference(z, 0.2),
+      losses.mv_infonce_loss(z, temperature=0.2),
+      mv_infonce_reference(z, 0.2),
+      dhel,
     )
-    np.testing.assert_allclose(mv_dhel_reference(z64, 0.2), dhel, rtol=1e-10)
+
+  with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+    ours_dhel, ref_dhel, ours_infonce, ref_infonce, dhel = jax.jit(values)(jnp.asarray(z))
+  np.testing.assert_allclose(ours_dhel, ref_dhel, rtol=1e-10)
+  np.testing.assert_allclose(ours_infonce, ref_infonce, rtol=1e-10)
+  np.testing.assert_allclose(ref_dhel, dhel, rtol=1e-10)
 
 
 def test_polyview_rejects_unknown_variant():

@@ -2,7 +2,9 @@
 
 For each mesh (1, 2, 4, 8 devices; 2×4 with the batch over both axes) and path
 (all-gather; blockwise with sub-blocks of 5 columns, which divide no device's
-rows, so every sub-block loop pads), the value and the gradients of every case
+rows, so every sub-block loop pads) in `MESH_PATHS` (by default the blockwise
+path on 2×4 only; ``BIG_CONTRAST_LOSS_MATRIX=full pytest tests/test_losses_sharded.py``
+runs all ten pairs), the value and the gradients of every case
 of `test_losses_image_text`, `test_losses_multiview` and `test_losses_polyview`
 come from one compiled program (one compile per mesh and path keeps the suite
 fast) and are compared one case at a time with the case's reference.
@@ -18,8 +20,7 @@ from test_losses_multiview import CASES as MULTIVIEW
 from test_losses_polyview import CASES as POLYVIEW
 from test_losses_support import (
   BLOCK,
-  MESHES,
-  PATHS,
+  MESH_PATHS,
   as_float32,
   assert_close,
   mesh_and_axes,
@@ -65,8 +66,7 @@ def _reference(name: str):
   return reference_value_and_grads(ref, args, argnums)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("mesh_name", MESHES)
+@pytest.mark.parametrize("mesh_name,path", MESH_PATHS)
 @pytest.mark.parametrize("name", list(CASES))
 def test_sharded_loss_matches_its_source(name, mesh_name, path):
   assert_close(_results(mesh_name, path)[name], _reference(name), argnums=CASES[name][3])

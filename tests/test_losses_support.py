@@ -3,10 +3,17 @@
 No tests here; imported by the other ``test_losses_*.py`` files.
 
 The meshes (`MESHES`) are 1, 2, 4 and 8 devices along one axis and 2×4 with the
-batch split over both axes at once.
+batch split over both axes at once. `MESH_PATHS` are the (mesh, path) pairs that
+`test_losses_sharded.py` compiles every case for: by default only the blockwise
+ring on the 2×4 mesh (two axes, every sub-block padded), since each pair is one
+large compile and the suite has a time budget (the all-gather path's channels are
+checked against NumPy on both layouts in `test_losses_engine.py`);
+``BIG_CONTRAST_LOSS_MATRIX=full`` runs all ten, every mesh on both paths.
 """
 
 import functools
+import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +24,12 @@ from jax.sharding import PartitionSpec as P
 DEVICE_COUNTS = (1, 2, 4, 8)
 MESHES = ("1", "2", "4", "8", "2x4")
 PATHS = ("allgather", "blockwise")
+_MATRIX = os.environ.get("BIG_CONTRAST_LOSS_MATRIX", "default")
+if _MATRIX not in ("default", "full"):
+  raise ValueError(f"BIG_CONTRAST_LOSS_MATRIX={_MATRIX!r}: expected 'default' or 'full'")
+MESH_PATHS = (
+  tuple(itertools.product(MESHES, PATHS)) if _MATRIX == "full" else (("2x4", "blockwise"),)
+)
 GLOBAL_B = 24  # divisible by every device count: b = 24, 12, 6, 3.
 BLOCK = 5  # divides none of the local row counts: every path pads a sub-block
 
@@ -63,7 +76,8 @@ def as_float32(a):
 
 def value_and_grads(fn, args, argnums):
   with jax.default_matmul_precision("highest"):
-    return jax.value_and_grad(fn, argnums=argnums)(*[as_float32(a) for a in args])
+    # Jitted: one compile, not one per operation.
+    return jax.jit(jax.value_and_grad(fn, argnums=argnums))(*[as_float32(a) for a in args])
 
 
 def reference_value_and_grads(ref_fn, args, argnums):
