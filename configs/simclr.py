@@ -28,7 +28,7 @@ strength 1.0, blur on, and the README's ImageNet ResNet-50 command with
 --weight_decay=1e-6; objective.py: the loss is loss_a + loss_b, the sum of the
 two views' means, hence loss.sum_over_views; model_util.py: step counts, LARS
 excludes BN and biases from decay, BN in every head layer; data_util.py: crop
-0.08-1, blur σ 0.1-2.0 with p 0.5). The repository's later (SimCLRv2) run.py
+0.08-1, blur σ 0.1-2.0 with p 0.5). The repository's later (SimCLRv2, commit 244e712) run.py
 defaults to weight_decay 1e-4 and its README's command passes 1e-4 with sqrt
 learning-rate scaling: that is SimCLRv2's recipe (its README notes the two
 versions were pretrained with different weight decays), not the paper's.

@@ -31,6 +31,8 @@ MESH_PATHS = (
   tuple(itertools.product(MESHES, PATHS)) if _MATRIX == "full" else (("2x4", "blockwise"),)
 )
 GLOBAL_B = 24  # divisible by every device count: b = 24, 12, 6, 3.
+# The test programs are tiny and run once: LLVM's optimisations cost more than they save.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 BLOCK = 5  # divides none of the local row counts: every path pads a sub-block
 
 
@@ -77,7 +79,8 @@ def as_float32(a):
 def value_and_grads(fn, args, argnums):
   with jax.default_matmul_precision("highest"):
     # Jitted: one compile, not one per operation.
-    return jax.jit(jax.value_and_grad(fn, argnums=argnums))(*[as_float32(a) for a in args])
+    grads = jax.jit(jax.value_and_grad(fn, argnums=argnums), compiler_options=FAST_COMPILE)
+    return grads(*[as_float32(a) for a in args])
 
 
 def reference_value_and_grads(ref_fn, args, argnums):
