@@ -92,7 +92,9 @@ def reference_value_and_grads(ref_fn, args, argnums):
       else jnp.asarray(a)
       for a in args
     ]
-    v, g = jax.jit(jax.value_and_grad(ref_fn, argnums=argnums))(*args64)
+    v, g = jax.jit(jax.value_and_grad(ref_fn, argnums=argnums), compiler_options=FAST_COMPILE)(
+      *args64
+    )
     return np.asarray(v), [np.asarray(x) for x in g]
 
 
