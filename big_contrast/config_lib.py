@@ -32,6 +32,7 @@ _PLACEHOLDER_TYPES = {
   "data_dir": str,
   "read_threads": int,
   "block_size": int,
+  "momentum": float,
   "raw_pixels_size": int,
   "path": str,
   "adapt": str,

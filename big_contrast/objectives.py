@@ -44,6 +44,14 @@ def _labels(batch, cfg):
   return batch[key]
 
 
+def _keys(out, cfg, *names):
+  """The momentum encoder's embeddings (`config.loss.momentum` set), else None."""
+  if cfg["momentum"] is None:
+    return None
+  keys = tuple(out[f"{name}_key"] for name in names)
+  return keys if len(keys) > 1 else keys[0]
+
+
 def _clip(out, batch, cfg, axis_name):
   pair_ids = batch["text_id"] if cfg["identical_texts_positive"] else None
   return losses.clip_loss(
@@ -53,6 +61,9 @@ def _clip(out, batch, cfg, axis_name):
     axis_name=axis_name,
     block_size=cfg["block_size"],
     pair_ids=pair_ids,
+    label_smoothing=cfg["label_smoothing"],
+    decoupled=cfg["decoupled"],
+    keys=_keys(out, cfg, "zimg", "ztxt"),
   )
 
 
@@ -68,17 +79,41 @@ def _siglip(out, batch, cfg, axis_name):
 
 
 def _ntxent(out, batch, cfg, axis_name):
-  return losses.ntxent_loss(out["z"], temperature=cfg["temperature"], axis_name=axis_name)
+  return losses.ntxent_loss(
+    out["z"],
+    temperature=cfg["temperature"],
+    axis_name=axis_name,
+    block_size=cfg["block_size"],
+    sum_over_views=cfg["sum_over_views"],
+    keys=_keys(out, cfg, "z"),
+  )
 
 
 def _supcon(out, batch, cfg, axis_name):
   return losses.supcon_loss(
-    out["z"], _labels(batch, cfg), temperature=cfg["temperature"], axis_name=axis_name
+    out["z"],
+    _labels(batch, cfg),
+    temperature=cfg["temperature"],
+    base_temperature=cfg["base_temperature"],
+    axis_name=axis_name,
+    block_size=cfg["block_size"],
+    decoupled=cfg["decoupled"],
   )
 
 
-def _dcl(out, batch, cfg, axis_name):
-  return losses.dcl_loss(out["z"], temperature=cfg["temperature"], axis_name=axis_name)
+def _dcl(out, batch, cfg, axis_name, vmf_sigma=None):
+  return losses.dcl_loss(
+    out["z"],
+    temperature=cfg["temperature"],
+    axis_name=axis_name,
+    block_size=cfg["block_size"],
+    sum_over_views=cfg["sum_over_views"],
+    vmf_sigma=vmf_sigma,
+  )
+
+
+def _dclw(out, batch, cfg, axis_name):
+  return _dcl(out, batch, cfg, axis_name, vmf_sigma=cfg["sigma"])
 
 
 def _debiased(out, batch, cfg, axis_name):
@@ -88,12 +123,29 @@ def _debiased(out, batch, cfg, axis_name):
     tau_plus=cfg["tau_plus"],
     beta=cfg["beta"],
     axis_name=axis_name,
+    block_size=cfg["block_size"],
   )
 
 
 def _polyview(out, batch, cfg, axis_name):
   return losses.polyview_loss(
-    out["z"], temperature=cfg["temperature"], variant=cfg["variant"], axis_name=axis_name
+    out["z"],
+    temperature=cfg["temperature"],
+    variant=cfg["variant"],
+    axis_name=axis_name,
+    block_size=cfg["block_size"],
+  )
+
+
+def _mv_infonce(out, batch, cfg, axis_name):
+  return losses.mv_infonce_loss(
+    out["z"], temperature=cfg["temperature"], axis_name=axis_name, block_size=cfg["block_size"]
+  )
+
+
+def _mv_dhel(out, batch, cfg, axis_name):
+  return losses.mv_dhel_loss(
+    out["z"], temperature=cfg["temperature"], axis_name=axis_name, block_size=cfg["block_size"]
   )
 
 
@@ -106,42 +158,93 @@ def _softcon(out, batch, cfg, axis_name):
     similarity=cfg["similarity"],
     soft_weight=cfg["soft_weight"],
     axis_name=axis_name,
+    block_size=cfg["block_size"],
   )
 
 
 def _simcse(out, batch, cfg, axis_name):
-  # Unsupervised SimCSE (Gao et al., 2021): InfoNCE between a sentence's two
-  # dropout views, the other sentences of the global batch as negatives. The
-  # paper's loss is one-directional (view 1 → view 2); this is its symmetric
-  # form (the mean of both directions, CLIP's loss at a fixed temperature).
-  return losses.clip_loss(
-    out["z"][:, 0], out["z"][:, 1], temperature=cfg["temperature"], axis_name=axis_name
+  return losses.simcse_loss(
+    out["z"],
+    temperature=cfg["temperature"],
+    symmetric=cfg["symmetric"],
+    axis_name=axis_name,
+    block_size=cfg["block_size"],
   )
 
 
+# Every objective's settings start with these: `block_size` None gathers the batch
+# (all-gather, [b, B] logits per device), an int k runs the blockwise ring
+# ([b, k] logits at a time) with the same values and gradients.
+_BLOCK = {"block_size": None}
 _LABELLED = {"label_key": "label"}
+# `momentum`: None, or the momentum encoder's EMA decay at step 0 (MoCo v3's 0.99),
+# raised to 1 along a half cosine over the run; the keys then come from the EMA.
+_MOMENTUM = {"momentum": None}
+# `sum_over_views`: the sum over the V views' means (SimCLR's objective.py, the DCL
+# reference code, MoCo v3), V times our default mean; under LARS the excluded
+# parameters' steps scale with it.
+_VIEWS_SUMMED = {"sum_over_views": False}
 
 OBJECTIVES: dict[str, Objective] = {
   # The temperature (and SigLIP's bias) of the image-text losses is the model's.
   "clip": Objective(
     "image_text",
     _clip,
-    {"block_size": None, "identical_texts_positive": False},
+    {
+      **_BLOCK,
+      "identical_texts_positive": False,
+      "label_smoothing": 0.0,  # clip-rocket's improved baseline: 0.1
+      "decoupled": False,  # DEXML's decoupled softmax over identical captions
+      **_MOMENTUM,
+    },
     batch_fields=("text_id",),
   ),
-  "siglip": Objective("image_text", _siglip, {"block_size": None}),
-  "ntxent": Objective("multiview", _ntxent, {"temperature": 0.1}),
-  "supcon": Objective("multiview", _supcon, {"temperature": 0.1, **_LABELLED}),
-  "dcl": Objective("multiview", _dcl, {"temperature": 0.1}),
-  "debiased": Objective("multiview", _debiased, {"temperature": 0.5, "tau_plus": 0.1, "beta": 0.0}),
-  "polyview": Objective("multiview", _polyview, {"temperature": 0.1, "variant": "geometric"}),
+  "siglip": Objective("image_text", _siglip, {**_BLOCK}),
+  "ntxent": Objective(
+    "multiview", _ntxent, {"temperature": 0.1, **_BLOCK, **_VIEWS_SUMMED, **_MOMENTUM}
+  ),
+  # base_temperature: HobbitLong/SupContrast's τ_base, the loss scaled by τ/τ_base.
+  "supcon": Objective(
+    "multiview",
+    _supcon,
+    {"temperature": 0.1, "base_temperature": 0.07, "decoupled": False, **_LABELLED, **_BLOCK},
+  ),
+  "dcl": Objective("multiview", _dcl, {"temperature": 0.1, **_VIEWS_SUMMED, **_BLOCK}),
+  # DCLW: DCL with the von Mises-Fisher positive weighting, σ = 0.5 (Yeh et al., 2022).
+  "dclw": Objective(
+    "multiview", _dclw, {"temperature": 0.1, "sigma": 0.5, **_VIEWS_SUMMED, **_BLOCK}
+  ),
+  "debiased": Objective(
+    "multiview", _debiased, {"temperature": 0.5, "tau_plus": 0.1, "beta": 0.0, **_BLOCK}
+  ),
+  "polyview": Objective(
+    "multiview", _polyview, {"temperature": 0.1, "variant": "geometric", **_BLOCK}
+  ),
+  "mv_infonce": Objective("multiview", _mv_infonce, {"temperature": 0.1, **_BLOCK}),
+  "mv_dhel": Objective("multiview", _mv_dhel, {"temperature": 0.1, **_BLOCK}),
   "softcon": Objective(
     "multiview",
     _softcon,
-    {"temperature": 0.1, "similarity": "cosine", "soft_weight": 0.5, "label_key": "labels"},
+    {
+      "temperature": 0.1,
+      "similarity": "cosine",
+      "soft_weight": 0.5,
+      "label_key": "labels",
+      **_BLOCK,
+    },
   ),
-  "simcse": Objective("text", _simcse, {"temperature": 0.05}),
+  # SimCSE's loss is one-directional (view 1 → view 2); symmetric=True averages both.
+  "simcse": Objective("text", _simcse, {"temperature": 0.05, "symmetric": False, **_BLOCK}),
 }
+
+
+def momentum(loss_cfg: Mapping[str, Any]) -> float | None:
+  """The momentum encoder's initial EMA decay, or None when the objective uses none."""
+  cfg = settings(loss_cfg)
+  m = cfg["momentum"] if "momentum" in cfg else None
+  if m is not None and not 0.0 <= float(m) < 1.0:
+    raise ValueError(f"config.loss.momentum={m} must be in [0, 1) (or None: no momentum encoder)")
+  return None if m is None else float(m)
 
 
 def get(name: str) -> Objective:

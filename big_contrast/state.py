@@ -1,9 +1,11 @@
 """The train state of a config: model graph, abstract shape and shardings, initialisation.
 
 Train state: dict(step, params, rest, opt_state) of plain pytrees; `rest` holds
-non-trainable variables (fixed position tables, batch statistics). Its shardings
-come from `config.sharding_rules`, so save, restore and evaluation need nothing
-else. Used by the trainer and by `big_contrast.evaluate.load_encoder`; knows
+non-trainable variables (fixed position tables, batch statistics). With a
+momentum encoder (`config.loss.momentum`, MoCo v3 style) it also holds
+`ema_params`, the exponential moving average of `params` that embeds the keys,
+sharded exactly like `params` and saved with them. Its shardings come from
+`config.sharding_rules`, so save, restore and evaluation need nothing else. Used by the trainer and by `big_contrast.evaluate.load_encoder`; knows
 nothing of the training loop.
 """
 
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from big_contrast import optim, sharding, tasks
+from big_contrast import objectives, optim, sharding, tasks
 
 
 class Trainee:
@@ -28,9 +30,17 @@ class Trainee:
       config.model, vocab_size=vocab_size, text_max_len=text_max_len, rngs=rngs
     )
     self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
-    self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: self._build(nnx.Rngs(0))))
+    # The momentum encoder's EMA decay at step 0, or None (no momentum encoder).
+    self.momentum = objectives.momentum(config.loss)
+    abstract_model = nnx.eval_shape(lambda: self._build(nnx.Rngs(0)))
+    self.graphdef = nnx.graphdef(abstract_model)
+    # The learnable temperature's floor (CLIP: 0.01), which the trainer keeps the
+    # parameter above after each update; None when there is none.
+    self.min_temperature = getattr(abstract_model, "min_temperature", None)
     abstract = jax.eval_shape(self._init, jax.random.key(0))
     specs = sharding.param_specs(abstract, mesh, config.sharding_rules)
+    if self.momentum is not None:
+      specs["ema_params"] = specs["params"]  # sharded like the parameters it follows
     self.shardings = sharding.to_shardings(specs, mesh)
     self.abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
@@ -39,9 +49,13 @@ class Trainee:
   def _init(self, rng):
     _, params, rest = nnx.split(self._build(nnx.Rngs(rng)), nnx.Param, ...)
     params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-    return dict(
+    state = dict(
       step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=self.tx.init(params)
     )
+    if self.momentum is not None:
+      # A copy, not an alias: the train step donates the state.
+      state["ema_params"] = jax.tree.map(jnp.copy, params)
+    return state
 
   def init(self, seed: int) -> dict:
     """The initial state, born sharded (never materialised on one device)."""

@@ -35,6 +35,7 @@ from big_contrast import (
   config_lib,
   data,
   launch,
+  losses,
   microbatch,
   models,
   objectives,
@@ -53,10 +54,26 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- Update step ---
 
 
+def _momentum_at(step, m0: float, total_steps: int):
+  """MoCo v3's schedule: the EMA decay rises from m0 to 1 along a half cosine."""
+  progress = jnp.minimum(step / total_steps, 1.0)
+  return 1.0 - (1.0 - m0) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+
+def _clamp_temperature(params, min_temperature):
+  """The learnable temperature's parameter kept at or above its floor, after the update
+  (as OpenCLIP clamps `logit_scale`), so its gradient never vanishes below the floor."""
+  if "log_temperature" not in params or min_temperature is None:
+    return params
+  log_t = losses.clamp_log_temperature(params["log_temperature"], min_temperature)
+  return dict(params, log_temperature=log_t)
+
+
 def make_train_step(trainee: Trainee):
   """The jitted step (state, global batch) → (state, metrics), state donated."""
   config, mesh, task = trainee.config, trainee.mesh, trainee.task
   loss_fn = objectives.make_loss_fn(config.loss, mesh)
+  momentum = trainee.momentum
   # Dropout (SimCSE's two views): the key is a function of (seed, step) only, so a
   # resumed run draws the same masks as an uninterrupted one.
   dropout = float(config.model.text.dropout) if task.dropout_key else 0.0
@@ -87,9 +104,23 @@ def make_train_step(trainee: Trainee):
     def apply_fn(params, *xs):  # → (outputs, updated BatchNorm statistics)
       return models.apply_and_update(trainee.graphdef, params, state["rest"], *xs, **kwargs)
 
+    step_loss_fn = loss_fn
+    if momentum is not None:
+      # Keys from the momentum encoder (MoCo v3): the EMA of the parameters (the
+      # parameters themselves at step 0, so a run initialised from elsewhere starts
+      # its EMA there), no gradient. Its BatchNorm statistics are discarded.
+      ema = jax.tree.map(
+        lambda e, p: jnp.where(state["step"] == 0, p, e), state["ema_params"], state["params"]
+      )
+      key_out, _ = apply_fn(ema, *(batch[name] for name in task.inputs))
+      keys = {
+        f"{k}_key": jax.lax.stop_gradient(key_out[k]) for k in ("z", "zimg", "ztxt") if k in key_out
+      }
+      step_loss_fn = lambda out, batch: loss_fn({**out, **keys}, batch)
+
     loss, out, grads, rest = microbatch.loss_and_grads(
       apply_fn,
-      loss_fn,
+      step_loss_fn,
       state["params"],
       batch,
       inputs=task.inputs,
@@ -97,7 +128,9 @@ def make_train_step(trainee: Trainee):
       batch_sharding=batch_sharding,
     )
     updates, opt_state = trainee.tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    params = _clamp_temperature(
+      optax.apply_updates(state["params"], updates), trainee.min_temperature
+    )
     metrics = dict(
       loss=loss,
       grad_norm=optax.global_norm(grads),
@@ -114,6 +147,11 @@ def make_train_step(trainee: Trainee):
     finite = opt_state.notfinite_count == 0
     rest = jax.tree.map(lambda new, old: jnp.where(finite, new, old), rest, state["rest"])
     new_state = dict(step=state["step"] + 1, params=params, rest=rest, opt_state=opt_state)
+    if momentum is not None:
+      m = _momentum_at(state["step"], momentum, config.total_steps)
+      ema = jax.tree.map(lambda e, p: jnp.where(finite, m * e + (1.0 - m) * p, e), ema, params)
+      new_state["ema_params"] = ema
+      metrics["momentum"] = m
     return new_state, metrics
 
   return jax.jit(

@@ -5,6 +5,13 @@ Supervision". Variants:
 
   digits   a tiny ViT on the bundled handwritten digits (minutes on a 2-core CPU);
   tiny     smaller still: B = 128, 150 steps (under a minute on a 2-core CPU);
+  tiny_label_smoothing  `tiny` with label smoothing ε = 0.1 in both directions, from
+           the improved CLIP baseline of Fini et al., 2023 (facebookresearch/clip-rocket:
+           repro_exps.txt runs --label-smoothing 0.1; losses.py `CL2LLoss` applies
+           F.cross_entropy(label_smoothing=ε) to the losses between its local crops
+           and keeps the global image-text loss unsmoothed; with one crop here the
+           smoothing applies to the CLIP loss itself); identical captions stay
+           mutual positives;
   openclip_vit_b32  OpenCLIP's ViT-B-32 architecture exactly (exact-GELU towers,
            `ln_pre`, class token with its own position, no patch-embedding bias,
            LayerNorm epsilon 1e-5, OpenAI's pixel statistics, argmax text pooling
@@ -47,7 +54,7 @@ DIGITS_TEMPLATES = (
 )
 
 
-VARIANTS = ("digits", "tiny", "vit_b16", "openclip_vit_b32")
+VARIANTS = ("digits", "tiny", "tiny_label_smoothing", "vit_b16", "openclip_vit_b32")
 
 
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
@@ -83,8 +90,11 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.eval.at_end = ("linear_probe", "zero_shot", "retrieval")
   c.eval.zero_shot_templates = list(DIGITS_TEMPLATES)
 
-  if arg == "tiny":
+  if arg in ("tiny", "tiny_label_smoothing"):
     common.tiny(c)
+    if arg == "tiny_label_smoothing":
+      c.loss.label_smoothing = 0.1
+      c.eval.baselines = True  # the probe beside the random-init one
     c.model.text.update(width=64, depth=1, heads=4, mlp_dim=128)
   elif arg in ("vit_b16", "openclip_vit_b32"):
     common.real_scale_images(c)

@@ -6,19 +6,33 @@ Variants:
   tiny_resnet  `tiny` with a narrow ResNet-18 (BatchNorm, CIFAR stem) and a BN head;
   resnet50 the paper's ResNet-50 recipe: B = 4,096, LARS with lr 0.3·B/256 = 4.8,
            weight decay 1e-6, 10 warm-up epochs then cosine over 100 ImageNet epochs,
-           temperature 0.1, 2-layer projection head (2048 → 128) with BatchNorm;
+           temperature 0.1, the loss summed over the two views, 2-layer
+           projection head (2048 → 128) with BatchNorm;
   vit_b16  ViT-B/16 at B = 4,096, temperature 0.2, AdamW (wd 0.1) with lr
            1.5e-4·B/256, 40 warm-up epochs and cosine decay over 300 ImageNet
            epochs, 3-layer BN projection head (4096 → 256): the ViT recipe of Chen,
            Xie & He, 2021 ("An Empirical Study of Training Self-Supervised Vision
-           Transformers", MoCo v3), with the NT-Xent loss.
+           Transformers", MoCo v3), with the NT-Xent loss;
+  tiny_momentum  `tiny` with a momentum (EMA) key encoder, MoCo v3 style
+           (loss.momentum = 0.99 raised to 1 along a cosine, moco-v3 main_moco.py
+           --moco-m 0.99 --moco-m-cos): each view's embedding is contrasted
+           with the EMA encoder's keys of the other view; the sum over the two
+           directions as MoCo v3's ctr(q1, k2) + ctr(q2, k1) (without its 2τ
+           factor). No predictor head (MoCo v3 has one on the online branch).
 
-Sources. resnet50: Chen et al., 2020, §2.3 ("default setting") and App. B.1, and
-the v1 code google-research/simclr (run.py flag defaults: lr 0.3 per 256 scaled
-linearly, 10 warm-up epochs, wd 1e-6, temperature 0.1, LARS momentum 0.9,
-colour-jitter strength 1.0, blur on; model_util.py: step counts, LARS excludes
-BN and biases from decay, BN in every head layer; data_util.py: crop 0.08-1,
-blur σ 0.1-2.0 with p 0.5). vit_b16: facebookresearch/moco-v3, CONFIG.md (ViT-Base:
+Sources. resnet50: Chen et al., 2020, §2.3 ("default setting") and App. B.1
+("weight decay of 10^-6"), and the SimCLR (v1) release of google-research/simclr
+(commit 0075cc0: run.py flag defaults lr 0.3 per 256 scaled linearly, 10 warm-up
+epochs, weight_decay 1e-6, temperature 0.1, LARS momentum 0.9, colour-jitter
+strength 1.0, blur on, and the README's ImageNet ResNet-50 command with
+--weight_decay=1e-6; objective.py: the loss is loss_a + loss_b, the sum of the
+two views' means, hence loss.sum_over_views; model_util.py: step counts, LARS
+excludes BN and biases from decay, BN in every head layer; data_util.py: crop
+0.08-1, blur σ 0.1-2.0 with p 0.5). The repository's later (SimCLRv2, commit 244e712) run.py
+defaults to weight_decay 1e-4 and its README's command passes 1e-4 with sqrt
+learning-rate scaling: that is SimCLRv2's recipe (its README notes the two
+versions were pretrained with different weight decays), not the paper's.
+vit_b16: facebookresearch/moco-v3, CONFIG.md (ViT-Base:
 AdamW, lr 1.5e-4 per 256, wd 0.1, 300 epochs, 40 warm-up, T = 0.2, B = 4,096),
 main_moco.py (linear lr scaling; 256-d output, 4096 hidden) and moco/builder.py
 (3-layer projector, BN after each hidden layer). Deviations in vit_b16: MoCo v3
@@ -35,7 +49,7 @@ from big_contrast import config_lib
 
 common = config_lib.sibling_module(__file__, "common.py")
 
-VARIANTS = ("digits", "tiny", "tiny_resnet", "resnet50", "vit_b16")
+VARIANTS = ("digits", "tiny", "tiny_resnet", "tiny_momentum", "resnet50", "vit_b16")
 
 
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
@@ -75,8 +89,11 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   )
   c.eval.at_end = ("linear_probe", "knn")
 
-  if arg in ("tiny", "tiny_resnet"):
+  if arg in ("tiny", "tiny_resnet", "tiny_momentum"):
     common.tiny(c)
+    if arg == "tiny_momentum":
+      c.loss = config_lib.loss_config("ntxent", temperature=0.2, momentum=0.99, sum_over_views=True)
+      c.eval.baselines = True  # the probe beside the random-init one
     if arg == "tiny_resnet":
       c.model.image = ml_collections.ConfigDict(
         dict(name="resnet", depth=18, base_width=8, norm="batch", stem="cifar")
@@ -107,7 +124,9 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     c.model.image = ml_collections.ConfigDict(
       dict(name="resnet", depth=50, norm="batch", stem="imagenet")
     )
-    c.loss.temperature = 0.1  # run.py --temperature default (paper Table 5: best τ)
+    # run.py --temperature default (paper Table 5: best τ); objective.py sums the two
+    # views' losses, and under LARS the excluded parameters' steps scale with it.
+    c.loss = config_lib.loss_config("ntxent", temperature=0.1, sum_over_views=True)
     c.batch_size = 4096
     # 100 epochs of ImageNet-1k, as model_util.get_train_steps; warm-up 10 epochs.
     c.total_steps = config_lib.steps_for_epochs(100, common.IMAGENET_1K_TRAIN, c.batch_size)

@@ -14,6 +14,9 @@ functions of `big_contrast.evaluate`:
                   also raw pixels and the same encoder at random initialisation
   knn             weighted cosine kNN on backbone features
   zero_shot       class-name prompts through the text tower
+  zero_shot_multilabel  the same prompts scored against multi-hot `labels`: each
+                  image's cosine with every class embedding is that class's score,
+                  macro and micro mAP (`average_precision`)
   retrieval       image↔caption Recall@{1,5,10} on the eval split
   diagnostics     effective rank, uniformity (and image-caption alignment) of the
                   eval split's embeddings
@@ -42,7 +45,7 @@ from big_contrast.evaluate.diagnostics import effective_rank
 from big_contrast.evaluate.encoder import Encoder
 from big_contrast.evaluate.knn import knn_accuracy
 from big_contrast.evaluate.linear_probe import linear_probe as fit_linear_probe
-from big_contrast.evaluate.multilabel_probe import multilabel_probe
+from big_contrast.evaluate.multilabel_probe import average_precision, multilabel_probe
 from big_contrast.evaluate.retrieval import retrieval_recall
 from big_contrast.evaluate.zero_shot import zero_shot_accuracy, zero_shot_classifier
 
@@ -58,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
   "baselines": False,  # linear_probe also on raw pixels and on the model at random init
   "raw_pixels_size": None,  # raw-pixel baseline: average-pool images to this side first
   "zero_shot_templates": (),  # prompts with one {} for the class name; none: no zero-shot
+  # Class names of the zero-shot prompts; () takes them from the dataset's ClassLabel.
+  "zero_shot_class_names": (),
   "knn_k": 20,  # neighbours of the kNN evaluator
 }
 
@@ -134,17 +139,51 @@ def knn(config, encoder: Encoder) -> dict[str, float]:
   )
 
 
+def _zero_shot_classes(config, encoder: Encoder) -> np.ndarray:
+  """[C, d] class embeddings: `config.eval.zero_shot_templates` for each class name."""
+  encode = encoder.fn("encode_text")
+  names = list(config.eval.zero_shot_class_names) or pipeline.class_names(config.data)
+  return zero_shot_classifier(
+    lambda texts: np.asarray(encode(encoder.tokenize(texts))),
+    names,
+    list(config.eval.zero_shot_templates),
+  )
+
+
 def zero_shot(config, encoder: Encoder) -> dict[str, float]:
   if not config.eval.zero_shot_templates:
     return {}
-  encode = encoder.fn("encode_text")
-  classifier = zero_shot_classifier(
-    lambda texts: np.asarray(encode(encoder.tokenize(texts))),
-    pipeline.class_names(config.data),
-    list(config.eval.zero_shot_templates),
-  )
+  classifier = _zero_shot_classes(config, encoder)
   emb = features.image_features(config, encoder, config.data.eval_split, projected=True)
   return _scalars("zero_shot", zero_shot_accuracy(emb["features"], emb["label"], classifier))
+
+
+def zero_shot_multilabel(config, encoder: Encoder) -> dict[str, float]:
+  """Zero-shot multi-label: cos(image, class prompt embedding) as scores, mAP over `labels`.
+
+  Class names come from `config.eval.zero_shot_class_names`, else from the
+  dataset's ClassLabel; the eval split must carry multi-hot `labels`
+  (e.g. `bc_digits_grid`, whose names are the ten digits' words).
+  """
+  if not config.eval.zero_shot_templates:
+    return {}
+  classes = _zero_shot_classes(config, encoder)
+  emb = features.image_features(config, encoder, config.data.eval_split, projected=True)
+  if "labels" not in emb:
+    raise ValueError(
+      f"zero_shot_multilabel needs multi-hot 'labels' in {config.data.name!r}'s "
+      f"{config.data.eval_split!r} split; it has {sorted(emb)}"
+    )
+  if emb["labels"].shape[1] != classes.shape[0]:
+    raise ValueError(
+      f"{classes.shape[0]} class names (config.eval.zero_shot_class_names) for "
+      f"{emb['labels'].shape[1]} labels of {config.data.name!r}"
+    )
+  scores = emb["features"] @ classes.T  # both L2-normalised: cosines
+  return {
+    f"zero_shot_multilabel/{average}_map": average_precision(scores, emb["labels"], average)
+    for average in ("macro", "micro")
+  }
 
 
 def retrieval(config, encoder: Encoder) -> dict[str, float]:
@@ -236,6 +275,7 @@ EVALUATORS: dict[str, Evaluator] = {
   "linear_probe": Evaluator(linear_probe, IMAGE),
   "knn": Evaluator(knn, IMAGE),
   "zero_shot": Evaluator(zero_shot, IMAGE | TEXT),
+  "zero_shot_multilabel": Evaluator(zero_shot_multilabel, IMAGE | TEXT),
   "retrieval": Evaluator(retrieval, IMAGE | TEXT),
   "diagnostics": Evaluator(diagnostics, frozenset()),
   "lee_similarity": Evaluator(lee_similarity, TEXT),

@@ -42,6 +42,17 @@ def global_sum(x: jax.Array, axis_name: AxisName) -> jax.Array:
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
+def global_mean(
+  values: jax.Array, axis_name: AxisName, where: jax.Array | None = None
+) -> jax.Array:
+  """Mean of per-row values over the rows of every device (optionally those `where` marks)."""
+  if where is None:
+    where = jnp.ones(values.shape, bool)
+  local = jnp.sum(jnp.where(where, values, 0.0))
+  count = jnp.sum(where.astype(values.dtype))
+  return global_sum(local, axis_name) / global_sum(count, axis_name)
+
+
 def global_rows(b: int, axis_name: AxisName) -> jax.Array:
   """[b] global indices of this device's rows."""
   return axis_index(axis_name) * b + jnp.arange(b)

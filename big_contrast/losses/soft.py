@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 from big_contrast.losses import _common
 from big_contrast.losses._common import AxisName
+from big_contrast.losses.blockwise import Lse, Sum, row_stats
 
 
 def label_similarity(
@@ -60,6 +62,25 @@ def soft_targets(
   return (1.0 - soft_weight) * is_self.astype(jnp.float32) + soft_weight * normalised
 
 
+@functools.cache
+def _label_weight(similarity: str):
+  """S_rc: label-set similarity, 1 on the pair itself."""
+
+  def weight(own, other):
+    sim = label_similarity(own["labels"], other["labels"], similarity)
+    return jnp.where(own["id"][:, None] == other["id"][None, :], 1.0, sim)
+
+  return weight
+
+
+def _is_pair(own, other):
+  return own["id"][:, None] == other["id"][None, :]
+
+
+def _everything(own, other):
+  return jnp.ones((own["id"].shape[0], other["id"].shape[0]), bool)
+
+
 def soft_contrastive_loss(
   za: jax.Array,
   zb: jax.Array,
@@ -69,6 +90,7 @@ def soft_contrastive_loss(
   similarity: Literal["cosine", "jaccard"] = "cosine",
   soft_weight: float = 0.5,
   axis_name: AxisName = None,
+  block_size: int | None = None,
 ) -> jax.Array:
   r"""Symmetric soft cross-entropy: own other view plus label-set similarity targets.
 
@@ -81,6 +103,8 @@ def soft_contrastive_loss(
     L = \frac{1}{2B} \sum_i \Big[\log\sum_j e^{s_{ij}} - \sum_j t_{ij} s_{ij}\Big]
       + \frac{1}{2B} \sum_j \Big[\log\sum_i e^{s_{ij}} - \sum_i t_{ji} s_{ij}\Big].
 
+  Written on the blockwise engine: :math:`\sum_j t_{ij} s_{ij} = (1-\lambda) s_{ii} +
+  \lambda \sum_j S_{ij} s_{ij} / \sum_j S_{ij}`, three sums over the columns.
   :math:`\lambda = 0`, or pairwise-disjoint label sets, give `clip_loss`.
   :math:`\lambda = 1` (targets from label similarity alone) collapses when
   images share many labels: with ~3.4 of 10 digits per 2×2 grid the own view got
@@ -100,18 +124,32 @@ def soft_contrastive_loss(
     soft_weight: :math:`\lambda \in [0, 1]`, the share of each row's target
       mass spread by label similarity.
     axis_name: None on one device, else the mesh axis the batch is split over.
+    block_size: None for the all-gather path, k for the blockwise ring path.
   """
+  if not 0.0 <= soft_weight <= 1.0:
+    raise ValueError(f"soft_weight must be in [0, 1], got {soft_weight}.")
+  if similarity not in ("cosine", "jaccard"):
+    raise ValueError(f"similarity must be 'cosine' or 'jaccard', got {similarity!r}.")
   b = za.shape[0]
-  dtype = _common.compute_dtype(za, zb)
-  temperature = _common.as_temperature(temperature, dtype)
-  all_labels = _common.gather_rows(jnp.asarray(labels), axis_name)
-  rows = _common.global_rows(b, axis_name)
-  targets = soft_targets(
-    labels, all_labels, rows, similarity=similarity, soft_weight=soft_weight
-  ).astype(dtype)
-  a2b = _common.similarity(za, _common.gather_rows(zb, axis_name)) / temperature
-  b2a = _common.similarity(zb, _common.gather_rows(za, axis_name)) / temperature
-  local = jnp.sum(_common.soft_cross_entropy(a2b, targets)) + jnp.sum(
-    _common.soft_cross_entropy(b2a, targets)
+  meta = {"id": _common.global_rows(b, axis_name), "labels": jnp.asarray(labels, jnp.float32)}
+  weight = _label_weight(similarity)
+  channels = (Lse(_everything), Sum(_is_pair), Sum(weight), Sum(weight, "count"))
+  rows, cols = row_stats(
+    za,
+    zb,
+    temperature=temperature,
+    row_meta=meta,
+    col_meta=meta,
+    row_channels=channels,
+    col_channels=channels,
+    axis_name=axis_name,
+    block_size=block_size,
   )
-  return _common.global_sum(local, axis_name) / (2 * b * _common.axis_size(axis_name))
+
+  def per_row(stats):
+    lse, own, soft, total = stats
+    return lse - (1.0 - soft_weight) * own - soft_weight * soft / total
+
+  return (
+    _common.global_mean(per_row(rows), axis_name) + _common.global_mean(per_row(cols), axis_name)
+  ) / 2

@@ -5,7 +5,11 @@ Models store ``log_temperature`` (and SigLIP a ``bias``) as parameters and call
 itself (logits = cosine / temperature).
 
 * CLIP (Radford et al., 2021): temperature starts at 0.07 and the logit scale
-  1/temperature is clamped at 100, i.e. temperature >= 0.01.
+  1/temperature is clamped at 100, i.e. temperature >= 0.01. As in OpenCLIP
+  (`logit_scale.clamp_(0, log 100)` after each optimizer step), the clamp acts
+  on the parameter after the update (`clamp_log_temperature`), not in the
+  forward pass: a forward clamp has zero gradient below the floor, so momentum
+  can carry the parameter under it, where it never returns.
 * SigLIP (Zhai et al., 2023): their ``t' = log 10`` with logits
   ``cos · exp(t') + b`` is temperature 1/10 here, i.e. ``log_temperature =
   -log 10``, no clamp, and the bias starts at -10.
@@ -49,18 +53,21 @@ def min_temperature(kind: Kind = "clip") -> float | None:
   return _MIN_TEMPERATURE[kind]
 
 
-def temperature_from_log(
-  log_temperature: jax.typing.ArrayLike, min_temperature: float | None = 0.01
+def temperature_from_log(log_temperature: jax.typing.ArrayLike) -> jax.Array:
+  r"""Temperature from its log-parametrisation, :math:`\tau = e^{\theta}` (no clamp here)."""
+  return jnp.exp(jnp.asarray(log_temperature))
+
+
+def clamp_log_temperature(
+  log_temperature: jax.typing.ArrayLike, min_temperature: float | None
 ) -> jax.Array:
-  r"""Temperature from its log-parametrisation, clamped from below.
+  r"""The parameter after an update, clamped to the floor: :math:`\max(\theta, \log \tau_{min})`.
 
-  .. math:: \tau = \max(e^{\theta}, \tau_{min})
-
-  As in CLIP the clamp also stops the gradient while it is active (the
-  parameter cannot run away below the floor). ``min_temperature=None``
-  disables it (SigLIP).
+  The trainer applies it after every optimizer step; the forward pass then sees
+  a temperature at or above the floor, with a gradient that can lift it again.
+  ``min_temperature=None`` (SigLIP) leaves the parameter as it is.
   """
-  temperature = jnp.exp(jnp.asarray(log_temperature))
+  log_temperature = jnp.asarray(log_temperature)
   if min_temperature is None:
-    return temperature
-  return jnp.maximum(temperature, min_temperature)
+    return log_temperature
+  return jnp.maximum(log_temperature, math.log(min_temperature))

@@ -131,7 +131,9 @@ class TwoTower(nnx.Module):
     return l2_normalize(self.text_proj(self.text(tokens)))
 
   def temperature(self) -> jax.Array:
-    return losses.temperature_from_log(self.log_temperature[...], self.min_temperature)
+    # No clamp here: the trainer clamps the parameter at log(min_temperature) after
+    # each update (`losses.clamp_log_temperature`), so the gradient never vanishes.
+    return losses.temperature_from_log(self.log_temperature[...])
 
   def __call__(self, images: jax.Array, tokens: jax.Array) -> dict[str, jax.Array]:
     out = dict(
