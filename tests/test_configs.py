@@ -43,7 +43,8 @@ REAL = [
   (name, v)
   for name, m in MODULES.items()
   for v in m.VARIANTS
-  if not v.startswith("tiny") and v != "digits"
+  if not v.startswith("tiny")
+  and v != "digits"
   # vit_b16's towers at the same scale; test_interop_checks checks it is OpenCLIP's ViT-B-32.
   and (name, v) != ("clip", "openclip_vit_b32")
 ]
