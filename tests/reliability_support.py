@@ -25,12 +25,11 @@ def shared_dir(tmp_path_factory, name: str) -> str:
   return str(path)
 
 
-def digits_dir(tmp_path_factory) -> str:
-  """A TFDS data dir holding the bundled digits, built once per session (before any run
-  starts, so that concurrent runs never build it at the same time)."""
-  path = shared_dir(tmp_path_factory, "tfds")
-  bundled.ensure_built("bc_digits", path)
-  return path
+def digits_dir(data_dir: str) -> str:
+  """The session's TFDS data dir (conftest's `data_dir`) with the bundled digits built in it
+  before any run starts, so that the runs never pay for building it."""
+  bundled.ensure_built("bc_digits", data_dir)
+  return data_dir
 
 
 def train_cmd(workdir, data_dir, *overrides: str) -> list[str]:

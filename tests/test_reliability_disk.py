@@ -75,11 +75,11 @@ def _unshare() -> list[str] | None:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
+def full(tmp_path_factory, data_dir):
   prefix = _unshare()
   if prefix is None:
     pytest.skip("needs a mount namespace (unshare) to put the workdir on a small tmpfs")
-  data_dir = support.digits_dir(tmp_path_factory)
+  data_dir = support.digits_dir(data_dir)
   mount, out = tmp_path_factory.mktemp("tmpfs"), tmp_path_factory.mktemp("left")
   cmd = support.train_cmd("@WORKDIR@", data_dir, "--config.keep_ckpts=10")
   proc = subprocess.run(

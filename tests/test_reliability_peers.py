@@ -31,8 +31,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_a_killed_peer_stops_the_survivor_within_the_bound_naming_it(tmp_path, tmp_path_factory):
-  data_dir = support.digits_dir(tmp_path_factory)
+def test_a_killed_peer_stops_the_survivor_within_the_bound_naming_it(
+  tmp_path, tmp_path_factory, data_dir
+):
+  data_dir = support.digits_dir(data_dir)
   port = _free_port()
   cmd = support.train_cmd(
     tmp_path / "run",

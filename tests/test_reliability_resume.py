@@ -57,8 +57,8 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  data_dir = support.digits_dir(tmp_path_factory)
+def runs(tmp_path_factory, data_dir):
+  data_dir = support.digits_dir(data_dir)
   env = support.env(tmp_path_factory)
   workdir = tmp_path_factory.mktemp("run")
   cmd = support.train_cmd(workdir, data_dir, *EVALS)

@@ -50,11 +50,6 @@ def _first_batch(config, mesh, tok=None):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
-
-
-@pytest.fixture(scope="module")
 def clip_run(data_dir):
   """A tiny CLIP whose temperature starts just above a floor of 0.05, with a large lr."""
   config = _tiny(clip_config.get_config("tiny"), data_dir)
