@@ -111,7 +111,12 @@ def knn(config, encoder: Encoder) -> dict[str, float]:
   return _scalars(
     "knn",
     knn_accuracy(
-      train["features"], train["label"], test["features"], test["label"], k=config.eval.knn_k
+      train["features"],
+      train["label"],
+      test["features"],
+      test["label"],
+      k=config.eval.knn_k,
+      mesh=encoder.mesh,
     ),
   )
 
