@@ -36,6 +36,7 @@ from big_contrast import (
   microbatch,
   models,
   objectives,
+  report,
   sharding,
   tasks,
   writers,
@@ -214,7 +215,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   ckpt = checkpoint.Checkpointer(
     os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_ckpts
   )
-  return _Run(config, workdir, trainee, tokenizer, train_iter, ckpt, writers.MetricWriter(workdir))
+  writer = writers.MetricWriter(
+    workdir, tuple(config.writers), json.loads(config.to_json_best_effort())
+  )
+  return _Run(config, workdir, trainee, tokenizer, train_iter, ckpt, writer)
 
 
 # ----------------------------------------------------------------------- Loop ---
@@ -336,7 +340,8 @@ def _periodic_results(metrics_path: epath.Path) -> list[dict]:
 
 
 def _finish(run: _Run, state: dict) -> dict[str, Any]:
-  """Evaluates the trained encoder; writes the results to TensorBoard and results.json."""
+  """Evaluates the trained encoder; writes the results to the writers, results.json and
+  report.png."""
   t0 = time.perf_counter()
   results = evaluators.evaluate_run(run.config, Encoder(run.trainee, state, run.tokenizer))
   results["eval_seconds"] = round(time.perf_counter() - t0, 1)
@@ -351,6 +356,7 @@ def _finish(run: _Run, state: dict) -> dict[str, Any]:
       results["periodic"] = periodic
     (epath.Path(run.workdir) / "results.json").write_text(json.dumps(results, indent=2))
     print(evaluators.format_table(results), flush=True)
+    print(f"Curves and table: {report.write(run.workdir)}", flush=True)
   return results
 
 
