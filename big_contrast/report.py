@@ -21,8 +21,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib import colors as mcolors
-from matplotlib.figure import Figure
 
 # Evaluation metrics drawn as curves (the last part of an `eval/...` key).
 _CURVE_METRICS = ("top1", "macro_map", "i2t_R@1", "t2i_R@1", "spearman")
@@ -158,6 +156,10 @@ def draw(runs: Sequence[Run], out: str) -> str:
   """Draws `runs` (overlaid) into the PNG `out`; returns `out`."""
   if not runs:
     raise ValueError("draw needs at least one run")
+  # Imported here: matplotlib costs the trainer's import a second, and draws only at the end.
+  from matplotlib import colors as mcolors  # noqa: PLC0415 — heavy import, off the hot path
+  from matplotlib.figure import Figure  # noqa: PLC0415 — likewise
+
   colors = [f"C{i % 10}" for i in range(len(runs))]
   keys, cells = _table_rows(runs)
   table_h = 0.32 * (len(keys) + 1) + 0.6
