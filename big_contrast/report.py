@@ -205,8 +205,12 @@ def draw(runs: Sequence[Run], out: str) -> str:
   else:
     tab.text(0.5, 0.5, "no results.json yet (the run has not finished)", ha="center")
   last = max((r.rows[-1]["step"] for r in runs if r.rows), default=0)
+  if last:
+    for a in ax:  # one step axis for every panel, periodic evaluations included
+      a.set_xlim(0, last * 1.03)
+  height = fig.get_size_inches()[1]
   fig.suptitle(f"{', '.join(r.name for r in runs)}  —  up to step {last:,}", fontsize=13)
-  fig.subplots_adjust(top=0.95, bottom=0.02, left=0.06, right=0.96)
+  fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.02, left=0.06, right=0.96)
   fig.savefig(out)
   return out
 
