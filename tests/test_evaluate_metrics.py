@@ -63,7 +63,7 @@ def _clustered(rng, sizes, classes, dim=8):
     yield centers[y] + 0.8 * rng.standard_normal((n, dim)), y
 
 
-@pytest.mark.parametrize("devices", [1, 2, 8])
+@pytest.mark.parametrize("devices", [1, 8])  # one device; 8, with padded shards
 def test_sharded_knn_matches_brute_force_reference(devices):
   rng = np.random.default_rng(0)
   # 61 train rows: padding on every mesh but D = 1.
