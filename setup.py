@@ -37,10 +37,39 @@ setup(
     "absl-py>=2.1",
     "etils>=1.7",
     "importlib_resources>=6.0",  # TFDS registers builders through it
+    # report.png at the end of every run (big_contrast/report.py): a core dependency,
+    # since every run draws one; pure wheels plus small compiled ones, no GUI toolkit.
+    "matplotlib>=3.8",
   ],
+  entry_points={
+    "console_scripts": [
+      "big_contrast = big_contrast.cli:main",
+      *(
+        f"big_contrast-{name} = big_contrast.cli:{name.replace('-', '_')}"
+        for name in (
+          "train",
+          "evaluate",
+          "report",
+          "convert-image-folder",
+          "convert-image-text",
+          "convert-multilabel",
+          "train-tokenizer",
+          "tpu-vm",
+          "slurm-launch",
+          "run-until-done",
+        )
+      ),
+    ]
+  },
   extras_require={
     # ruff: the formatter and linter .ci/run checks (pinned: its output is the style).
-    "test": ["pytest>=8.0", "gensim>=4.3", "ruff==0.17.6"],
+    # wandb and tensorboard: the tests run the W&B writer offline and read our event
+    # files with TensorBoard's own loader.
+    "test": ["pytest>=8.0", "gensim>=4.3", "ruff==0.17.6", "wandb>=0.19", "tensorboard>=2.16"],
+    # config.writers=("tensorboard", "wandb"): Weights & Biases beside TensorBoard.
+    "wandb": ["wandb>=0.19"],
+    # `tensorboard --logdir DIR/tb` (it reads our event files without TensorFlow).
+    "tensorboard": ["tensorboard>=2.16"],
     # The bundled text data (`bc_lee`, configs/simcse.py:tiny) is gensim's Lee corpus.
     "text": ["gensim>=4.3"],
     # TensorFlow is never needed; it only adds clu's TF-based metric writers

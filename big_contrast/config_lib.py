@@ -22,7 +22,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from big_contrast import objectives, optim, tasks
+from big_contrast import objectives, optim, tasks, writers
 from big_contrast.data import augment, pipeline
 from big_contrast.evaluate import evaluators
 
@@ -110,6 +110,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.init_from = init_from_config()
   c.debug = ""  # 'on' | 'nojit': NaN checks, shapes and shardings (docs/debugging.md)
   c.log_every = 50
+  # Besides metrics.jsonl: "tensorboard" (workdir/tb), "wandb" (big_contrast[wandb]).
+  c.writers = ("tensorboard",)
   c.ckpt_every = 1000
   c.keep_ckpts = 3
   c.peer_timeout_s = 60.0  # multi-process: a peer silent this long is lost; the rest stop
@@ -180,6 +182,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.text.tokenizer is not set: 'bytes' or a SentencePiece .model path")
   if "name" not in config.loss:
     raise ValueError("config.loss.name is not set; build config.loss with config_lib.loss_config")
+  writers.check_writers(config.writers)
   objectives.check_task(config.loss, config.task)
   objectives.settings(config.loss)
   optim.settings(config.optim)

@@ -233,7 +233,8 @@ def apply_debug(config: ml_collections.ConfigDict) -> str:
 
   'on':    `jax_debug_nans`: the first NaN a jitted computation produces raises
            FloatingPointError there (instead of the optimizer skipping the
-           update), and `log_shapes` prints shapes and shardings.
+           update), `log_shapes` prints shapes and shardings, and the
+           libraries' INFO logs and TFDS's build messages show.
   'nojit': as 'on', plus `jax_disable_jit`: jitted functions run op by op, so
            `print` and pdb work inside them. Ahead-of-time compilation
            (`jit(f).lower(...).compile()`) refuses to run in this mode, so a
@@ -242,6 +243,7 @@ def apply_debug(config: ml_collections.ConfigDict) -> str:
   mode = debug_mode(config)
   if mode:
     jax.config.update("jax_debug_nans", True)
+    logging.set_verbosity(logging.INFO)  # the libraries' own logs (TFDS, Orbax, grain) too
     if mode == "nojit":
       jax.config.update("jax_disable_jit", True)
     if jax.process_index() == 0:

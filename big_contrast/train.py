@@ -39,6 +39,7 @@ from big_contrast import (
   microbatch,
   models,
   objectives,
+  report,
   sharding,
   tasks,
   workdir_lock,
@@ -267,7 +268,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     ckpt.move_aside_unfinished()  # saves a crash cut short: kept in checkpoints/corrupt/
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("big_contrast:unfinished_moved")
-  return _Run(config, workdir, trainee, tokenizer, train_iter, ckpt, writers.MetricWriter(workdir))
+  writer = writers.MetricWriter(
+    workdir, tuple(config.writers), json.loads(config.to_json_best_effort())
+  )
+  return _Run(config, workdir, trainee, tokenizer, train_iter, ckpt, writer)
 
 
 # ----------------------------------------------------------------------- Loop ---
@@ -406,7 +410,8 @@ def _periodic_results(metrics_path: epath.Path) -> list[dict]:
 
 
 def _finish(run: _Run, state: dict) -> dict[str, Any]:
-  """Evaluates the trained encoder; writes the results to TensorBoard and results.json."""
+  """Evaluates the trained encoder; writes the results to the writers, results.json and
+  report.png."""
   t0 = time.perf_counter()
   results = evaluators.evaluate_run(run.config, Encoder(run.trainee, state, run.tokenizer))
   results["eval_seconds"] = round(time.perf_counter() - t0, 1)
@@ -421,6 +426,7 @@ def _finish(run: _Run, state: dict) -> dict[str, Any]:
       results["periodic"] = periodic
     (epath.Path(run.workdir) / "results.json").write_text(json.dumps(results, indent=2))
     print(evaluators.format_table(results), flush=True)
+    print(f"Curves and table: {report.write(run.workdir)}", flush=True)
   return results
 
 

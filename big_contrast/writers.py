@@ -1,6 +1,12 @@
-"""Where training metrics go: TensorBoard event files (no TensorFlow), JSONL, a progress line.
+"""Where training metrics go: JSONL always, TensorBoard and Weights & Biases by choice, a progress line.
 
-clu's `metric_writers` and `periodic_actions` would serve here but import
+`metrics.jsonl` is the run's own record (results.json's periodic rows and
+report.png are read from it); `config.writers` adds the others:
+"tensorboard" (event files in `workdir/tb`, written by tensorboardX without
+TensorFlow; `tensorboard --logdir workdir/tb`) and "wandb" (Weights & Biases,
+the optional `big_contrast[wandb]` extra; its project, entity and mode come from
+its usual environment variables, e.g. `WANDB_MODE=offline`, and the run resumes
+under one id per workdir). clu's `metric_writers` would serve here but import
 TensorFlow, which the core install must not need; the writer keeps their
 interface (`write_scalars(step, scalars)`, `flush`, `close`). Only process 0
 writes; every process may call.
@@ -11,43 +17,115 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 import tensorboardX
 from etils import epath
 
+WRITERS = ("tensorboard", "wandb")  # the choices of config.writers, beside metrics.jsonl
 
-class MetricWriter:
-  """Scalars to `workdir/tb` as TensorBoard events (tensorboardX) and to
-  `workdir/metrics.jsonl`, one `{"step": …, name: value, …}` line per write."""
 
-  def __init__(self, workdir: str):
-    self._writer = self._jsonl = None
-    if jax.process_index() == 0:
-      self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
-      self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
-
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    if self._writer is None:
-      return
-    for name, value in scalars.items():
-      self._writer.add_scalar(name, float(value), global_step=step)
-    self._jsonl.write(
-      json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
+def check_writers(names: Sequence[str]) -> None:
+  unknown = [n for n in names if n not in WRITERS]
+  if unknown:
+    raise ValueError(
+      f"config.writers: unknown writer(s) {unknown}; expected some of {list(WRITERS)} "
+      "(metrics.jsonl is always written)"
     )
 
+
+class _Tensorboard:
+  def __init__(self, workdir: str):
+    self._w = tensorboardX.SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    for name, value in scalars.items():
+      self._w.add_scalar(name, value, global_step=step)
+
   def flush(self) -> None:
-    if self._writer is not None:
-      self._writer.flush()
-      self._jsonl.flush()
+    self._w.flush()
 
   def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
+    self._w.close()
+
+
+class _Wandb:
+  """One W&B run per workdir: its id is kept in `workdir/wandb_run_id`, so a resumed
+  training run continues the same W&B run."""
+
+  def __init__(self, workdir: str, config: Mapping[str, Any] | None):
+    try:
+      import wandb  # noqa: PLC0415 — optional dependency (big_contrast[wandb])
+    except ImportError as e:
+      raise ImportError(
+        "config.writers includes 'wandb' but wandb is not installed: "
+        "pip install 'big_contrast[wandb]'"
+      ) from e
+    id_file = epath.Path(workdir) / "wandb_run_id"
+    if not id_file.exists():
+      id_file.write_text(uuid.uuid4().hex[:16])
+    self._run = wandb.init(
+      id=id_file.read_text().strip(),
+      name=os.path.basename(os.path.abspath(workdir)),
+      dir=workdir,
+      config=dict(config or {}),
+      resume="allow",
+    )
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    self._run.log(dict(scalars), step=step)
+
+  def flush(self) -> None:
+    pass  # wandb streams from its own process
+
+  def close(self) -> None:
+    self._run.finish()
+
+
+class MetricWriter:
+  """Scalars to `workdir/metrics.jsonl`, one `{"step": …, name: value, …}` line per write,
+  and to each of `writers` ("tensorboard", "wandb"); `config` is what W&B records."""
+
+  def __init__(
+    self,
+    workdir: str,
+    writers: Sequence[str] = ("tensorboard",),
+    config: Mapping[str, Any] | None = None,
+  ):
+    check_writers(writers)
+    self._jsonl = None
+    self._others: list = []
+    if jax.process_index() == 0:
+      self._jsonl = (epath.Path(workdir) / "metrics.jsonl").open("a")
+      if "tensorboard" in writers:
+        self._others.append(_Tensorboard(workdir))
+      if "wandb" in writers:
+        self._others.append(_Wandb(workdir, config))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if self._jsonl is None:
+      return
+    values = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    for w in self._others:
+      w.write(step, values)
+
+  def flush(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.flush()
+      for w in self._others:
+        w.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
       self._jsonl.close()
-      self._writer = self._jsonl = None
+      for w in self._others:
+        w.close()
+      self._jsonl, self._others = None, []
 
 
 class MetricWindow:

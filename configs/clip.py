@@ -62,9 +62,12 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/clip.py: unknown variant {arg!r}; expected one of {list(VARIANTS)}")
   c = config_lib.base_config("image_text")
   common.digits(c)
-  # CLIP trains on one mildly cropped view; digits are not mirror-symmetric.
+  # CLIP trains on one cropped view; digits are not mirror-symmetric. 1,500 images
+  # seen 100 times want a wider crop than CLIP's: (0.35, 1) over (0.6, 1) with
+  # ratio 3/4-4/3 moved seed 0's probe from 90.9% to 92.6% and zero-shot from
+  # 91.2% to 93.3% (README, Measured).
   c.data.augment = config_lib.augment_config(
-    clip_crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), clip_flip_prob=0.0
+    clip_crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), clip_flip_prob=0.0
   )
   c.text.tokenizer = "bytes"
   c.text.max_len = 32

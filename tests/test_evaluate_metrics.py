@@ -2,10 +2,11 @@
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
-from big_contrast import evaluate
+from big_contrast import evaluate, sharding
 
 
 def test_label_ranks_break_ties_towards_lower_class_index():
@@ -54,22 +55,49 @@ def _knn_reference(train_x, train_y, test_x, k, temperature, num_classes):
   return votes
 
 
-def test_knn_chunked_matches_dense_reference():
+def _clustered(rng, sizes, classes, dim=8):
+  """Train and test rows around the same class centres."""
+  centers = rng.standard_normal((classes, dim))
+  for n in sizes:
+    y = rng.integers(0, classes, n)
+    yield centers[y] + 0.8 * rng.standard_normal((n, dim)), y
+
+
+@pytest.mark.parametrize("devices", [1, 8])  # one device; 8, with padded shards
+def test_sharded_knn_matches_brute_force_reference(devices):
   rng = np.random.default_rng(0)
-  train_x, train_y = rng.standard_normal((60, 8)), rng.integers(0, 12, 60)
-  test_x, test_y = rng.standard_normal((23, 8)), rng.integers(0, 12, 23)
-  votes = _knn_reference(train_x, train_y, test_x, 5, 0.5, 12)
-  ranks = evaluate.label_ranks(votes, test_y)
-  result = evaluate.knn_accuracy(
-    train_x, train_y, test_x, test_y, k=5, temperature=0.5, num_classes=12, batch_size=7
-  )  # 7 does not divide 23
-  assert result["top1"] == pytest.approx(np.mean(ranks < 1))
-  assert result["top5"] == pytest.approx(np.mean(ranks < 5))
+  # 61 train rows: padding on every mesh but D = 1.
+  (train_x, train_y), (test_x, test_y) = _clustered(rng, (61, 23), 12)
+  mesh = sharding.make_mesh({"data": -1}, jax.devices()[:devices])
+  for k in (5, 20):
+    ranks = evaluate.label_ranks(_knn_reference(train_x, train_y, test_x, k, 0.5, 12), test_y)
+    with jax.default_matmul_precision("highest"):
+      result = evaluate.knn_accuracy(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        k=k,
+        temperature=0.5,
+        num_classes=12,
+        batch_size=7,
+        mesh=mesh,
+      )  # 7 does not divide 23
+    assert 0.2 < result["top1"] < 1.0  # the clusters make the comparison informative
+    assert result["top1"] == pytest.approx(np.mean(ranks < 1))
+    assert result["top5"] == pytest.approx(np.mean(ranks < 5))
+    assert result["k"] == k
 
 
-def test_knn_rejects_k_larger_than_train():
-  with pytest.raises(ValueError, match="k=5"):
-    evaluate.knn_accuracy(KNN_TRAIN_X, KNN_TRAIN_Y, KNN_TRAIN_X, KNN_TRAIN_Y, k=5)
+def test_knn_clips_k_to_the_train_points():
+  rng = np.random.default_rng(1)
+  (train_x, train_y), (test_x, test_y) = _clustered(rng, (6, 10), 3)
+  ranks = evaluate.label_ranks(_knn_reference(train_x, train_y, test_x, 6, 0.5, 3), test_y)
+  with jax.default_matmul_precision("highest"):
+    result = evaluate.knn_accuracy(train_x, train_y, test_x, test_y, k=50, temperature=0.5)
+  assert result["k"] == 6 and result["top1"] == pytest.approx(np.mean(ranks < 1))
+  with pytest.raises(ValueError, match="k=0"):
+    evaluate.knn_accuracy(KNN_TRAIN_X, KNN_TRAIN_Y, KNN_TRAIN_X, KNN_TRAIN_Y, k=0)
 
 
 # -- zero-shot -----------------------------------------------------------------------------------

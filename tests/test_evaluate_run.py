@@ -69,6 +69,12 @@ def test_evaluate_cli_on_a_trained_run(tmp_path, data_dir):
     text=True,
   )
   assert train.returncode == 0, train.stderr[-3000:]
+  # A first run's console: one line about the dataset build, none of TFDS's own messages.
+  console = train.stdout + train.stderr
+  assert "Building bc_digits, a bundled dataset, once ... train 1,500 + test 297" in console
+  for chatter in ("Downloading and preparing", "dataset_info.json", "Shuffling", "Generating"):
+    assert chatter not in console, chatter
+  assert (workdir / "report.png").stat().st_size > 20_000  # drawn at the end of every run
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert any("eval/knn/knn/top1" in r and r["step"] == 2 for r in rows)  # periodic evaluator
   periodic = json.loads((workdir / "results.json").read_text())["periodic"]

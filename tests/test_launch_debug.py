@@ -5,16 +5,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from absl import logging
 
 from big_contrast import launch
+from big_contrast.data import builders
 
 
 @pytest.fixture
 def restore_jax_flags():
-  saved = (jax.config.jax_debug_nans, jax.config.jax_disable_jit)
+  saved = (jax.config.jax_debug_nans, jax.config.jax_disable_jit, logging.get_verbosity())
   yield
   jax.config.update("jax_debug_nans", saved[0])
   jax.config.update("jax_disable_jit", saved[1])
+  logging.set_verbosity(saved[2])
 
 
 @pytest.mark.parametrize(
@@ -36,9 +39,12 @@ def test_unknown_debug_value_names_the_key():
     launch.debug_mode(ml_collections.ConfigDict({"debug": "loud"}))
 
 
-def test_debug_on_makes_a_nan_raise(restore_jax_flags):
+def test_debug_on_makes_a_nan_raise_and_lets_library_logs_through(restore_jax_flags):
+  logging.set_verbosity(logging.WARNING)
+  assert not builders.library_output_wanted()  # TFDS's build messages stay out by default
   assert launch.apply_debug(ml_collections.ConfigDict({"debug": "on"})) == "on"
   assert jax.config.jax_debug_nans and not jax.config.jax_disable_jit
+  assert builders.library_output_wanted()
   with pytest.raises(FloatingPointError):
     jax.jit(jnp.log)(-jnp.ones(2)).block_until_ready()
 

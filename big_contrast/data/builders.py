@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
+import logging
 import os
+import sys
+import time
+from typing import TextIO
 
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from etils import epath
 
 
@@ -75,15 +81,58 @@ def build_once(
   key = (name, os.path.abspath(data_dir))
   if key in _BUILT:
     return _BUILT[key]
-  builder = builder_class(data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    os.makedirs(data_dir, exist_ok=True)
-    with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
-      builder = builder_class(data_dir=data_dir, file_format="array_record")
-      if not builder.is_prepared():
-        builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-        )
+  with _library_output_quiet() as out:
+    builder = builder_class(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+      os.makedirs(data_dir, exist_ok=True)
+      with _exclusive_lock(os.path.join(data_dir, f".{name}.lock")):
         builder = builder_class(data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+          _prepare(builder, out)
+          builder = builder_class(data_dir=data_dir, file_format="array_record")
   _BUILT[key] = builder
   return builder
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, out: TextIO) -> None:
+  """Builds `builder`'s splits, saying in one line what was built and how big it is."""
+  t0 = time.perf_counter()
+  print(f"Building {builder.name}, a bundled dataset, once ...", end="", file=out, flush=True)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  splits = builder.info.splits
+  counts = " + ".join(f"{s} {splits[s].num_examples:,}" for s in splits.keys())
+  print(
+    f" {counts} examples ({builder.info.dataset_size}) in {builder.data_dir}, "
+    f"{time.perf_counter() - t0:.1f} s",
+    file=out,
+    flush=True,
+  )
+
+
+def library_output_wanted() -> bool:
+  """Whether TFDS's own messages and progress bars should show: absl verbosity INFO or
+  more (`--verbosity=0`, and debug mode, `launch.apply_debug`)."""
+  return absl_logging.get_verbosity() >= absl_logging.INFO
+
+
+@contextlib.contextmanager
+def _library_output_quiet():
+  """Yields the stream our own lines go to; TFDS's build chatter (its 'Downloading and
+  preparing dataset' lines for data built offline, 'Variant folder … has no
+  dataset_info.json' warnings while a first build is under way, progress bars) stays out of
+  the output unless `library_output_wanted()`."""
+  out = sys.stdout
+  if library_output_wanted():
+    yield out
+    return
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  tfds.display_progress_bar(False)
+  try:
+    # TFDS prints its download lines with termcolor.cprint, i.e. to sys.stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield out
+  finally:
+    tfds.display_progress_bar(True)
+    absl_logger.setLevel(level)

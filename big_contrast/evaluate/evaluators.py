@@ -123,19 +123,22 @@ def knn(config, encoder: Encoder) -> dict[str, float]:
   if "label" not in train:
     raise ValueError("kNN needs a 'label' field in the eval data (config.data.label_key)")
   k, n = config.eval.knn_k, len(train["features"])
-  results = {}
   if n and k > n:
     print(
       f"WARNING: kNN: config.eval.knn_k={k} but {config.eval.probe_split!r} has {n} points; "
       f"voting over all {n}",
       flush=True,
     )
-    k = results["knn/k"] = n
-  return (
-    _scalars(
-      "knn", knn_accuracy(train["features"], train["label"], test["features"], test["label"], k=k)
-    )
-    | results
+  return _scalars(
+    "knn",
+    knn_accuracy(
+      train["features"],
+      train["label"],
+      test["features"],
+      test["label"],
+      k=k,
+      mesh=encoder.mesh,
+    ),
   )
 
 
