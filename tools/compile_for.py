@@ -366,8 +366,9 @@ def fit(config, slice_, *, compile_fn, log=print) -> tuple[dict, list[dict]]:
   """The smallest power-of-two microbatches that fits, halving a ring's block_size if needed.
 
   compile_fn(config) → report dict with `fits`. The first probe is the config's
-  own microbatches, the second a guess from its memory (`_first_guess`), then
-  bisection over the powers of two that divide the per-chip batch. Returns
+  own microbatches; if it fits, bisection over the powers of two below it,
+  else a guess from its memory (`_first_guess`), then bisection over the powers
+  of two above it (all of them dividing the per-chip batch). Returns
   (fitting report, every report compiled on the way); the fitting report is
   the last one tried if nothing fits.
   """
@@ -388,12 +389,17 @@ def fit(config, slice_, *, compile_fn, log=print) -> tuple[dict, list[dict]]:
 
   def search(c):
     first = probe(c)
-    if first["fits"] or not _can_microbatch(c):
+    if not _can_microbatch(c):
       return first
-    ks = [k for k in (2**e for e in range(31)) if c.microbatches < k <= per_chip]
-    ks = [k for k in ks if per_chip % k == 0]
-    best, last = None, first
-    mid = _first_guess(first, ks, slice_.usable_hbm_bytes) if ks else None
+    own = c.microbatches
+    ks = [k for k in (2**e for e in range(31)) if k <= per_chip and per_chip % k == 0]
+    if first["fits"]:  # look below the config's own
+      best, ks = first, [k for k in ks if k < own]
+      mid = ks[len(ks) // 2] if ks else None
+    else:
+      best, ks = None, [k for k in ks if k > own]
+      mid = _first_guess(first, ks, slice_.usable_hbm_bytes) if ks else None
+    last = first
     while ks:
       last = probe(_with(c, microbatches=mid))
       if last["fits"]:
