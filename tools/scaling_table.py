@@ -1,13 +1,15 @@
 r"""The fit table of docs/scaling.md: every recipe compiled for TPU slices by tools/compile_for.py.
 
-  python tools/scaling_table.py [--out_dir=/tmp/scaling_table] [--rows=REGEX]
+  nice -n 10 python tools/scaling_table.py [--out_dir=/tmp/scaling_table] [--rows=REGEX]
+  python tools/scaling_table.py --render_only   # the table from the JSON already there
 
-Runs `python tools/compile_for.py --topology=SLICE --config=CONFIG ... --fit` for
-every row of `TABLE`, each in its own process, one after another (a compile
-takes minutes and gigabytes), and prints the Markdown table with each row's
-command beside its figures. A row whose JSON is already in `--out_dir` is
-reused: delete the directory to recompute everything (e.g. after the losses
-change), or pass `--rows` to (re)run some.
+Runs `python tools/compile_for.py --topology=SLICE --config=CONFIG ... --fit --noeval`
+for every row of `TABLE`, each in its own process, one after another (a compile
+takes minutes and gigabytes), writing each row's JSON to `--out_dir` as it
+finishes, and prints the Markdown table with each row's command beside its
+figures; a row with no JSON is printed as not computed. A row whose JSON is
+already in `--out_dir` is reused: delete the directory to recompute everything
+(e.g. after the losses change), or pass `--rows` to (re)run some.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def table_commands() -> list[list[str]]:
     for s in slices:
       out.append(
         ["python", "tools/compile_for.py", f"--topology={s}", f"--config={config}", *overrides]
-        + ["--fit"]
+        + ["--fit", "--noeval"]
       )
   return out
 
@@ -60,20 +62,27 @@ def _row_file(out_dir: str, cmd: list[str]) -> str:
   return os.path.join(out_dir, key + ".json")
 
 
-def run_table(out_dir: str, only: str) -> list[tuple[list[str], dict]]:
-  """Each row in its own process (the compiler's memory is returned between rows)."""
+def run_table(out_dir: str, only: str, render_only: bool) -> list[tuple[list[str], dict | None]]:
+  """Each row in its own process (the compiler's memory is returned between rows).
+
+  A row that is not computed (render_only, or its compile failed) is (cmd, None).
+  """
   os.makedirs(out_dir, exist_ok=True)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   rows = []
   for cmd in table_commands():
-    if only and not re.search(only, " ".join(cmd)):
-      continue
+    selected = not only or re.search(only, " ".join(cmd))
     path = _row_file(out_dir, cmd)
-    if only or not os.path.exists(path):
+    if selected and not render_only and (only or not os.path.exists(path)):
       print("$ " + shlex.join(cmd), flush=True)
-      subprocess.run([sys.executable, *cmd[1:], f"--json_out={path}"], cwd=root, check=True)
-    with open(path) as f:
-      rows.append((cmd, json.load(f)))
+      run = subprocess.run([sys.executable, *cmd[1:], f"--json_out={path}"], cwd=root)
+      if run.returncode:
+        print(f"  failed (exit {run.returncode}); the row is not computed", flush=True)
+    if os.path.exists(path):
+      with open(path) as f:
+        rows.append((cmd, json.load(f)))
+    else:
+      rows.append((cmd, None))
   return rows
 
 
@@ -90,6 +99,10 @@ def markdown_table(rows) -> str:
   lines = []
   for cmd, r in rows:
     config = cmd[3].removeprefix("--config=configs/")
+    if r is None:
+      slice_ = cmd[2].removeprefix("--topology=")
+      lines.append(f"| {config} | {slice_} | not computed | | | | | | | `{shlex.join(cmd)}` |")
+      continue
     total = r["per_chip"].get("total")
     mem = (
       f"{_gib(total)} ({_gib(r['hbm_usable_bytes'])})"
@@ -110,9 +123,10 @@ def main(argv=None):
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   p.add_argument("--out_dir", default="/tmp/scaling_table", help="one JSON per row")
-  p.add_argument("--rows", default="", help="only rows whose command matches this regex")
+  p.add_argument("--rows", default="", help="only (re)run rows whose command matches this regex")
+  p.add_argument("--render_only", action="store_true", help="compile nothing; print the table")
   args = p.parse_args(argv)
-  print(markdown_table(run_table(args.out_dir, args.rows)))
+  print(markdown_table(run_table(args.out_dir, args.rows, args.render_only)))
 
 
 if __name__ == "__main__":
