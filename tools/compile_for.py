@@ -56,7 +56,9 @@ _VOCAB = flags.DEFINE_integer(
 )
 _NUM_LABELS = flags.DEFINE_integer("num_labels", 10, "Classes of a multi-hot `labels` field.")
 _EVAL = flags.DEFINE_bool("eval", True, "Also compile the evaluation forward pass.")
-_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON result to this file.")
+_JSON_OUT = flags.DEFINE_string(
+  "json_out", None, "Also write the JSON result to this file, and each compile's to FILE.probes."
+)
 
 MiB, GiB = 2**20, 2**30
 
@@ -465,7 +467,11 @@ def main(argv):
   vocab = vocab_size(config, _VOCAB.value)
 
   def compile_fn(c):
-    return compile_step(c, slice_, vocab=vocab, num_labels=_NUM_LABELS.value, mfu=_MFU.value)
+    r = compile_step(c, slice_, vocab=vocab, num_labels=_NUM_LABELS.value, mfu=_MFU.value)
+    if _JSON_OUT.value:  # every probe as it finishes: a search stopped midway keeps them
+      with open(_JSON_OUT.value + ".probes", "a") as f:
+        f.write(json.dumps({k: v for k, v in r.items() if k != "compiler_message"}) + "\n")
+    return r
 
   if _FIT.value:
     print(f"Searching microbatches for {slice_.name}:", flush=True)
