@@ -75,6 +75,9 @@ setup(
     # TensorFlow is never needed; it only adds clu's TF-based metric writers
     # and TFDS's TF-backed datasets for users who want them.
     "tf": ["tensorflow>=2.16"],
+    # tools/compile_for.py: the TPU compiler (libtpu), to compile for a TPU slice on any
+    # machine; tests/test_compile_for.py's `tpu` tests. A TPU VM needs it to train, too.
+    "tpu": ["jax[tpu]>=0.10.2"],
     # tools/bench_data.py: real photographs from scikit-image, and the tf.data
     # pipeline it compares against (install in a separate environment).
     "bench": ["scikit-image>=0.22", "tensorflow-cpu>=2.16", "array-record>=0.8.1"],

@@ -89,3 +89,15 @@ def test_microbatched_model_grads_equal_full_batch_on_8_devices():
   assert len(flat1) == len(flat4)
   for a, c in zip(flat1, flat4):
     np.testing.assert_allclose(c, a, rtol=2e-3, atol=2e-6)
+
+
+def test_chunk_i_is_the_ith_block_of_every_devices_rows():
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+  n, k, c = 8, 3, 2  # 8 devices of b = 6 rows, 3 chunks of 2 rows each
+  x = jax.device_put(jnp.arange(n * k * c), sharding.batch_sharding(mesh))
+  for i in range(k):
+    expected = [d * k * c + i * c + r for d in range(n) for r in range(c)]
+    got = microbatch._take(x, jnp.int32(i), c, sharding.batch_sharding(mesh))
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(microbatch._chunk(x, n, k)[i], expected)
+  np.testing.assert_array_equal(microbatch._unchunk(microbatch._chunk(x, n, k), n), x)

@@ -8,7 +8,9 @@ bytes per device (`memory_analysis()`), and XLA's FLOP count for the step (whole
 only for microbatches=1: XLA counts a loop body once); for
 the configured `config.microbatches` also the measured step time, examples/s
 and MFU against the device's peak (on CPU: a float32 matmul peak measured in
-the same run).
+the same run). MFU counts model FLOPs: the matmuls of the un-chunked step
+without rematerialisation, every loop counted as often as it runs
+(`big_contrast.topology.jaxpr_flops`, as tools/compile_for.py).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def main(argv):
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from big_contrast import sharding, tasks, train  # noqa: PLC0415
+  from big_contrast import sharding, tasks, topology, train  # noqa: PLC0415
   from big_contrast.state import Trainee  # noqa: PLC0415
 
   config = _CONFIG.value
@@ -100,7 +102,13 @@ def main(argv):
     global_batch=config.batch_size,
   )
 
-  timed, timed_k, model_flops = None, config.microbatches, None
+  timed, timed_k = None, config.microbatches
+  model_config = config.copy_and_resolve_references()
+  with model_config.unlocked():
+    model_config.microbatches, model_config.model.remat = 1, False
+  model_trainee = Trainee(model_config, mesh, vocab_size=vocab)
+  traced = train.make_train_step(model_trainee).trace(model_trainee.abstract_state, batch)
+  model_flops = topology.jaxpr_flops(traced.jaxpr)
   for k in sorted({int(m) for m in _MICROBATCHES.value} | {config.microbatches}):
     if config.batch_size // mesh.size % k:
       continue
@@ -122,8 +130,6 @@ def main(argv):
       argument_bytes_per_device=int(mem.argument_size_in_bytes),
       xla_flops_per_device=float(cost["flops"]) if cost and "flops" in cost else None,
     )
-    if k == 1:  # XLA counts a loop body once, so only the un-chunked step's count is whole
-      model_flops = row["xla_flops_per_device"]
     print(json.dumps(row), flush=True)
     if k == timed_k:
       timed = (k, compiled, state, row)
@@ -138,9 +144,9 @@ def main(argv):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   step_s = (time.perf_counter() - t) / _STEPS.value
-  # XLA counts the FLOPs of one device's partition; MFU counts model FLOPs (the
-  # un-chunked step's), not the recomputation that microbatching adds.
-  flops = model_flops * len(jax.devices()) if model_flops else None
+  # Model FLOPs of the whole step (all devices), not the recomputation that
+  # microbatching and remat add.
+  flops = model_flops
   if device.platform == "cpu":  # fake CPU devices share the host: its peak is the bound
     peak, peak_src = cpu_matmul_peak(), "measured f32 matmul, whole host"
   else:
