@@ -45,8 +45,9 @@ def test_extract_counts_every_example_once_on_8_devices(data_dir, batch_size):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_on_a_trained_run(tmp_path, data_dir):
-  workdir = tmp_path / "run"
+def test_evaluate_cli_on_a_trained_run(tmp_path):
+  # Its own TFDS directory: the run's console must show the first build's one line.
+  workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   train = subprocess.run(
     [
       sys.executable,
