@@ -26,7 +26,11 @@ def digits():
 
 
 def _sklearn_logistic(x, y, C):
-  return LogisticRegression(C=C, tol=1e-8, max_iter=10_000).fit(x.astype(np.float64), y)
+  # Newton-CG reaches the same optimum as sklearn's default L-BFGS (coefficients within 1e-6
+  # on raw digits at C = 1e-3) in 17 iterations instead of 909: seconds instead of a minute.
+  return LogisticRegression(C=C, tol=1e-8, max_iter=10_000, solver="newton-cg").fit(
+    x.astype(np.float64), y
+  )
 
 
 def test_probe_reaches_100_percent_on_linearly_separable_features():
