@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices, set before JAX is imported anywhere.
+"""Test setup: 8 fake CPU devices (and cheap compiles, see xla_flags.py), set before JAX is
+imported anywhere.
 
 XLA's persistent compilation cache is pointed at one directory for the whole
 session (the environment variables reach the trainer subprocesses too): many
@@ -10,9 +11,9 @@ binary, so results are unchanged. The directory is new for every session.
 import os
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from xla_flags import xla_flags
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="big_contrast_tests_xla_cache_")

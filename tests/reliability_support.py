@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from xla_flags import xla_flags
+
 from big_contrast.data import bundled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +59,7 @@ def env(tmp_path_factory, devices: int = 1, **extra: str) -> dict[str, str]:
   out.update(
     JAX_PLATFORMS="cpu",
     PYTHONUNBUFFERED="1",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    XLA_FLAGS=xla_flags(devices),
     JAX_COMPILATION_CACHE_DIR=shared_dir(tmp_path_factory, "jax-cache"),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from xla_flags import xla_flags
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ def _probe_env(tmp_path: Path, **extra) -> dict[str, str]:
   }
   env.update(
     JAX_PLATFORMS="cpu",
-    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    XLA_FLAGS=xla_flags(2),
     PYTHONPATH=str(tmp_path),
     **extra,
   )

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from xla_flags import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +45,7 @@ def _env(devices, **extra):
   env.update(
     JAX_PLATFORMS="cpu",
     PYTHONUNBUFFERED="1",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    XLA_FLAGS=xla_flags(devices),
     **extra,
   )
   return env
