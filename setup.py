@@ -65,7 +65,15 @@ setup(
     # ruff: the formatter and linter .ci/run checks (pinned: its output is the style).
     # wandb and tensorboard: the tests run the W&B writer offline and read our event
     # files with TensorBoard's own loader.
-    "test": ["pytest>=8.0", "gensim>=4.3", "ruff==0.17.6", "wandb>=0.19", "tensorboard>=2.16"],
+    # pytest-xdist: the suite runs in two processes (`-n 2`), one per core of a 2-core CI machine.
+    "test": [
+      "pytest>=8.0",
+      "pytest-xdist>=3.6",
+      "gensim>=4.3",
+      "ruff==0.17.6",
+      "wandb>=0.19",
+      "tensorboard>=2.16",
+    ],
     # config.writers=("tensorboard", "wandb"): Weights & Biases beside TensorBoard.
     "wandb": ["wandb>=0.19"],
     # `tensorboard --logdir DIR/tb` (it reads our event files without TensorFlow).
