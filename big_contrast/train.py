@@ -200,10 +200,10 @@ def _init_from_pretrained(init_cfg, trainee: Trainee, state: dict) -> dict:
   """Continual pretraining: parameters from a .npz or a big_contrast run, by name."""
   path = init_cfg.path
   source = pretrained.read_npz(path) if path.endswith(".npz") else pretrained.read_checkpoint(path)
-  state, report = pretrained.load_into_state(
+  state, loaded = pretrained.load_into_state(
     state, trainee.shardings, source, rename=tuple(init_cfg.rename), adapt=init_cfg.adapt
   )
-  print(f"Initialised from {path}:\n{report.summary()}", flush=True)
+  print(f"Initialised from {path}:\n{loaded.summary()}", flush=True)
   return state
 
 
