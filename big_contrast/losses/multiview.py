@@ -230,14 +230,8 @@ def dcl_loss(
     vmf_sigma: None for DCL, σ > 0 for DCLW.
   """
   b, v, _ = z.shape
-  rows, meta = views.flatten(z, axis_name)
-  (lse_neg,), _ = row_stats(
-    rows,
-    temperature=temperature,
-    row_meta=meta,
-    row_channels=(Lse(views.other_sample),),
-    axis_name=axis_name,
-    block_size=block_size,
+  lse_neg = views.row_lse(
+    z, views.other_sample, temperature=temperature, axis_name=axis_name, block_size=block_size
   )
   sib = views.sibling_logits(z, temperature)  # [b, V, V]
   off = views.off_diagonal(v)[None]

@@ -100,14 +100,8 @@ def polyview_loss(
     views.flatten(z, axis_name)  # checks the shape
     return _sufficient_statistics(z, temperature, axis_name, block_size)
   b, m, _ = z.shape
-  rows, meta = views.flatten(z, axis_name)
-  (lse_neg,), _ = row_stats(
-    rows,
-    temperature=temperature,
-    row_meta=meta,
-    row_channels=(Lse(views.other_sample),),
-    axis_name=axis_name,
-    block_size=block_size,
+  lse_neg = views.row_lse(
+    z, views.other_sample, temperature=temperature, axis_name=axis_name, block_size=block_size
   )
   sib = views.sibling_logits(z, temperature).reshape(b * m, m)
   per_pair = jax.nn.softplus(lse_neg[:, None] - sib)  # ℓ_{iαβ}
@@ -155,14 +149,8 @@ def mv_infonce_loss(
     block_size: None for the all-gather path, k for the blockwise ring path.
   """
   b, m, _ = z.shape
-  rows, meta = views.flatten(z, axis_name)
-  (lse,), _ = row_stats(
-    rows,
-    temperature=temperature,
-    row_meta=meta,
-    row_channels=(Lse(views.not_self),),
-    axis_name=axis_name,
-    block_size=block_size,
+  lse = views.row_lse(
+    z, views.not_self, temperature=temperature, axis_name=axis_name, block_size=block_size
   )
   negatives = jax.nn.logsumexp(lse.reshape(b, m), axis=1)
   per_sample = negatives - _positive_lse(z, temperature, ordered=True)
@@ -196,12 +184,10 @@ def mv_dhel_loss(
     block_size: None for the all-gather path, k for the blockwise ring path.
   """
   b, m, _ = z.shape
-  rows, meta = views.flatten(z, axis_name)
-  (lse,), _ = row_stats(
-    rows,
+  lse = views.row_lse(
+    z,
+    views.same_view_other_sample,
     temperature=temperature,
-    row_meta=meta,
-    row_channels=(Lse(views.same_view_other_sample),),
     axis_name=axis_name,
     block_size=block_size,
   )

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from big_contrast.losses import _common
 from big_contrast.losses._common import AxisName
+from big_contrast.losses.blockwise import Lse, row_stats
 
 
 def flatten(
@@ -38,6 +39,31 @@ def flatten(
     else:
       raise ValueError(f"labels must be [b] ids or [b, C] multi-hot, got {labels.shape}.")
   return z.reshape(b * v, d), meta
+
+
+def row_lse(
+  z: jax.Array,
+  mask,
+  *,
+  temperature: jax.typing.ArrayLike,
+  axis_name: AxisName,
+  block_size: int | None,
+) -> jax.Array:
+  """[b·V] each view's log Σ e^{s/τ} over the global columns where `mask(own, other)` holds.
+
+  The one pass over the batch that most multi-view objectives start from (their
+  negatives' log-sum-exp), all-gathered or blockwise as `block_size` says.
+  """
+  rows, meta = flatten(z, axis_name)
+  (lse,), _ = row_stats(
+    rows,
+    temperature=temperature,
+    row_meta=meta,
+    row_channels=(Lse(mask),),
+    axis_name=axis_name,
+    block_size=block_size,
+  )
+  return lse
 
 
 def sibling_logits(z: jax.Array, temperature) -> jax.Array:
