@@ -59,14 +59,7 @@ for _name in list(ARCHS):
   ARCHS[f"{_name}-quickgelu"] = dict(ARCHS[_name], quick_gelu=True)
 
 # Settings our towers express only at these values (OpenCLIP's defaults).
-_VISION_FIXED = dict(
-  pool_type=("tok",),
-  attentional_pool=(False,),
-  no_ln_pre=(False,),
-  final_ln_after_pool=(False,),
-  pos_embed_type=("learnable",),
-  timm_model_name=(None,),
-  patch_dropout=(0.0, 0),
+_TOWER_FIXED = dict(
   output_tokens=(False,),
   act_kwargs=(None,),
   norm_kwargs=(None,),
@@ -78,6 +71,16 @@ _VISION_FIXED = dict(
   scale_attn=(False,),
   scale_fc=(False,),
 )
+_VISION_FIXED = dict(
+  pool_type=("tok",),
+  attentional_pool=(False,),
+  no_ln_pre=(False,),
+  final_ln_after_pool=(False,),
+  pos_embed_type=("learnable",),
+  timm_model_name=(None,),
+  patch_dropout=(0.0, 0),
+  **_TOWER_FIXED,
+)
 _TEXT_FIXED = dict(
   pool_type=("argmax",),
   embed_cls=(False,),
@@ -86,16 +89,7 @@ _TEXT_FIXED = dict(
   proj_type=("linear",),
   proj_bias=(False,),
   hf_model_name=(None,),
-  output_tokens=(False,),
-  act_kwargs=(None,),
-  norm_kwargs=(None,),
-  block_type=(None, "default"),
-  qk_norm=(False,),
-  scaled_cosine_attn=(False,),
-  scale_heads=(False,),
-  scale_attn_inner=(False,),
-  scale_attn=(False,),
-  scale_fc=(False,),
+  **_TOWER_FIXED,
 )
 
 
