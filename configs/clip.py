@@ -69,8 +69,11 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
   c.data.augment = config_lib.augment_config(
     clip_crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), clip_flip_prob=0.0
   )
-  c.text.tokenizer = "bytes"
-  c.text.max_len = 32
+  # A 128-piece BPE vocabulary of the train captions (built on first use): a
+  # caption is at most 8 tokens where it was 31 bytes, and the text tower's
+  # share of a step falls from about 30% to under 10%.
+  c.text.tokenizer = "bc_digits:128"
+  c.text.max_len = 12
   c.model.embed_dim = 64
   c.model.temperature_init = 0.07
   c.model.text = ml_collections.ConfigDict(

@@ -138,3 +138,20 @@ def test_digit_grids_are_multi_label_and_keep_writers_held_out(data_dir):
         if word in record["caption"].decode().split(": ")[1].replace(",", "").split()
       }
       assert set(np.flatnonzero(record["labels"]).tolist()) == named
+
+
+def test_digits_vocabulary_is_word_level_on_captions_and_built_from_train_only(tmp_path):
+  tok = data.make_tokenizer("bc_digits:128", str(tmp_path))
+  path = os.path.join(tmp_path, "bc_digits_tokenizer", "train_bpe_128.model")
+  assert os.path.isfile(path) and (tok.pad_id, tok.eos_id, tok.vocab_size) == (0, 2, 128)
+  assert digits.sentencepiece_model(128, str(tmp_path)) == path  # cached, not retrained
+  # Every caption, train or test, fits the digits config's 12 tokens with its EOS,
+  # and is no longer than 8 (it is 31 bytes at most).
+  _, labels = digits._load_sklearn_digits()
+  captions = [digits.caption_for(int(y), i) for i, y in enumerate(labels)]
+  ids = tok.encode_batch(captions, 32)
+  lengths = (ids != tok.pad_id).sum(axis=1)
+  assert lengths.max() <= 8 and (ids == tok.eos_id).sum() == len(captions)
+  assert len(digits.train_captions()) == digits.NUM_TRAIN
+  # A word it never saw is spelled, not lost: no unknown-piece ids.
+  assert 1 not in tok.encode_batch(["a zebra"], 12)

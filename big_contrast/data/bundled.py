@@ -27,7 +27,10 @@ from big_contrast.data.builders import build_once
 
 DATASETS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {**digits.BUILDERS, **lee.BUILDERS}
 
-VOCABULARIES: dict[str, Callable[[int, str | None], str]] = {"bc_lee": lee.sentencepiece_model}
+VOCABULARIES: dict[str, Callable[[int, str | None], str]] = {
+  "bc_digits": digits.sentencepiece_model,
+  "bc_lee": lee.sentencepiece_model,
+}
 
 
 def _hf(path: str) -> tokenizer_lib.Tokenizer:

@@ -19,6 +19,7 @@ This module knows nothing about grain, models or training.
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from collections.abc import Iterator
 
@@ -26,7 +27,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from big_contrast.data.builders import BundledBuilder
+from big_contrast.data.builders import BundledBuilder, default_data_dir
+from big_contrast.data.tokenizer import cached_sentencepiece
 
 DIGIT_NAMES = (
   "zero",
@@ -89,6 +91,25 @@ def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 
   digits = load_digits()
   return digits.images, digits.target.astype(np.int64)
+
+
+def train_captions() -> list[str]:
+  """The captions of the ``train`` split, in order."""
+  _, labels = _load_sklearn_digits()
+  return [caption_for(int(labels[i]), i) for i in range(NUM_TRAIN)]
+
+
+def sentencepiece_model(vocab_size: int = 128, data_dir: str | None = None) -> str:
+  """Path of a byte-pair SentencePiece model of the ``train`` captions (vocabulary ``bc_digits``).
+
+  At 128 pieces every caption word is one or two pieces (a caption is at most 8
+  tokens with EOS, against 31 bytes) and a word it never saw falls back to
+  letters. Built on first use (well under a second) into
+  ``<data_dir>/bc_digits_tokenizer/`` and reused; the test captions never shape it.
+  """
+  folder = os.path.join(data_dir or default_data_dir(), "bc_digits_tokenizer")
+  path = os.path.join(folder, f"train_bpe_{vocab_size}.model")
+  return cached_sentencepiece(path, train_captions, vocab_size, "bpe")
 
 
 def _split_range(split: str) -> range:

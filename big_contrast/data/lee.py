@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from big_contrast.data.builders import BundledBuilder, default_data_dir
-from big_contrast.data.tokenizer import train_sentencepiece
+from big_contrast.data.tokenizer import cached_sentencepiece
 
 _FILES = {"train": "lee_background.cor", "test": "lee.cor"}
 HUMAN_SIMILARITY_FILE = "similarities0-1.txt"
@@ -95,15 +94,7 @@ def sentencepiece_model(vocab_size: int = 4000, data_dir: str | None = None) -> 
   """
   folder = os.path.join(data_dir or default_data_dir(), "bc_lee_tokenizer")
   path = os.path.join(folder, f"train_unigram_{vocab_size}.model")
-  if os.path.isfile(path):
-    return path
-  os.makedirs(folder, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=folder) as tmp:
-    built = train_sentencepiece(
-      train_sentences(), os.path.join(tmp, "sp"), vocab_size=vocab_size, model_type="unigram"
-    )
-    os.replace(built, path)
-  return path
+  return cached_sentencepiece(path, train_sentences, vocab_size, "unigram")
 
 
 class BcLee(BundledBuilder):

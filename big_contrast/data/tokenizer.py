@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -203,3 +204,23 @@ def train_sentencepiece(
     minloglevel=2,
   )
   return model_prefix + ".model"
+
+
+def cached_sentencepiece(
+  path: str, texts: Callable[[], Iterable[str]], vocab_size: int, model_type: str
+) -> str:
+  """``path`` (a ``.model``), trained from ``texts()`` on first use and reused after.
+
+  Written under a temporary name beside ``path`` and renamed, so processes that
+  build it at once agree on one file.
+  """
+  if os.path.isfile(path):
+    return path
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    built = train_sentencepiece(
+      texts(), os.path.join(tmp, "sp"), vocab_size=vocab_size, model_type=model_type
+    )
+    os.replace(built, path)
+  return path
