@@ -61,5 +61,34 @@ class Trainee:
     """The initial state, born sharded (never materialised on one device)."""
     return jax.jit(self._init, out_shardings=self.shardings)(jax.random.key(seed))
 
+  def init_model(self, seed: int) -> dict:
+    """dict(params, rest) as `init(seed)` gives them, without the optimizer state.
+
+    What a frozen encoder needs (the random-init baseline): the same values as
+    `init(seed)`'s, in a program without the optimizer's initialisation.
+    """
+
+    def model_only(rng):
+      _, params, rest = nnx.split(self._build(nnx.Rngs(rng)), nnx.Param, ...)
+      return dict(params=nnx.to_pure_dict(params), rest=nnx.to_pure_dict(rest))
+
+    out = {k: self.shardings[k] for k in ("params", "rest")}
+    return jax.jit(model_only, out_shardings=out)(jax.random.key(seed))
+
+  def apply_fn(self, method: str):
+    """`(params, rest, x) -> model.<method>(x)`, jitted once per trainee and method.
+
+    Shared by every encoder of this trainee (the trained one, its random-init
+    baseline), so a second set of parameters of the same shapes compiles nothing.
+    """
+    fns = self.__dict__.setdefault("_apply_fns", {})
+    if method not in fns:
+
+      def apply(params, rest, x):
+        return getattr(self.model(params, rest), method)(x)
+
+      fns[method] = jax.jit(apply)
+    return fns[method]
+
   def model(self, params, rest) -> nnx.Module:
     return nnx.merge(self.graphdef, params, rest)

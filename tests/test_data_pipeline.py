@@ -458,3 +458,37 @@ def test_bad_image_records_are_masked_in_eval(corrupt_cfg):
   )
   assert batch["mask"].tolist() == [i not in _BAD for i in range(10)] + [False, False]
   assert batch["skipped"].sum() == 2
+
+
+def test_cached_records_give_the_same_stream_and_are_read_once(cfg):
+  def stream(cache):
+    it = pipeline.train_iterator(
+      {**cfg, "cache_records": cache},
+      kind="image_text",
+      global_batch_size=512,
+      seed=3,
+      tokenizer=TOK,
+      process_index=0,
+      process_count=1,
+    )
+    return _take(it, 4)  # 2,048 examples: past the end of the 1,500-record split
+
+  _assert_batches_equal(stream(False), stream(True))
+
+  class Counting:
+    def __init__(self, records):
+      self.records, self.reads = records, 0
+
+    def __len__(self):
+      return len(self.records)
+
+    def __getitem__(self, i):
+      self.reads += 1
+      return self.records[i]
+
+  inner = Counting([{"image": b"png", "label": i} for i in range(3)])
+  source = sources.PositionedSource(inner, cache=True)
+  first = source[1]
+  first["label"] = -1  # a caller's changes stay its own
+  again = source[1]
+  assert again == {"image": b"png", "label": 1, "position": 1} and inner.reads == 1

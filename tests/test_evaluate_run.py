@@ -132,3 +132,23 @@ def test_probe_evaluator_is_multilabel_on_the_digit_grids(data_dir):
     assert 0.0 <= results[key] <= 1.0, key
   # Each grid cell holds a digit with prior ≈ 0.35 per class; raw pixels do far better.
   assert results["probe_raw_pixels/macro_map"] > 0.6
+
+
+def test_random_init_encoder_has_inits_parameters_and_reuses_the_compiled_features():
+  sys.path.insert(0, REPO)
+  from configs import simclr as simclr_config  # noqa: PLC0415 — the repo root is on the path now
+
+  config = simclr_config.get_config("tiny")
+  trainee = Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)
+  trained = evaluate.Encoder(trainee, trainee.init(0))
+  baseline = trained.random_init(7)
+  full = trainee.init(7)
+  same = jax.tree.map(np.array_equal, baseline.state["params"], full["params"])
+  assert all(jax.tree.leaves(same)) and "opt_state" not in baseline.state
+  images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  a = trained.image_features(images)
+  fn = trainee.apply_fn("image_features")
+  compiled = fn._cache_size()
+  b = baseline.image_features(images)
+  assert fn._cache_size() == compiled  # the baseline ran the trained encoder's executable
+  assert a.shape == b.shape and not np.allclose(a, b)

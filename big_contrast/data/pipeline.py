@@ -92,6 +92,7 @@ DATA_DEFAULTS: dict[str, Any] = {
   "read_buffer_size": 128,  # examples prefetched by those threads
   "read_chunk": 64,  # examples one thread reads as one grain element
   "tune_malloc": True,  # glibc: reuse freed memory in this process (allocator.py)
+  "cache_records": False,  # keep the train split's records in memory, parsed (small data)
   "image_key": "image",
   "caption_key": "caption",
   "label_key": "label",  # int class label; "labels" (multi-hot) is also passed on
@@ -321,7 +322,7 @@ def train_dataset(
   shuffle_seed, augment_seed = _seeds(seed)
   rows = _chunk_rows(host_batch_size, cfg)
   read = _ReadChunk(
-    PositionedSource(source),
+    PositionedSource(source, cache=bool(cfg["cache_records"])),
     example,
     rows=rows,
     process_index=process_index,

@@ -135,11 +135,16 @@ class PositionedSource:
   masked blank, so every host keeps the same example count). Either way it is
   reported with the shard file it lives in, once per shard (a truncated
   ArrayRecord shard loses all its records at once).
+
+  With ``cache``, every record read is kept in memory, deserialized, and later
+  reads of it skip TFDS's parsing (about half of a small image's cost on the
+  host): for a split that fits in RAM several times over (``data.cache_records``).
   """
 
-  def __init__(self, source, keep_unreadable: bool = False):
+  def __init__(self, source, keep_unreadable: bool = False, cache: bool = False):
     self._source = source
     self._keep_unreadable = keep_unreadable
+    self._cache: dict[int, dict] | None = {} if cache else None
     self._starts, self._shard_names = _shards(source)
     self._bad_shards: set[str] = set()
 
@@ -154,7 +159,7 @@ class PositionedSource:
 
   def __getitem__(self, index: int):
     try:
-      record = dict(self._source[index])
+      record = self._read(index)
     except Exception as e:  # noqa: BLE001 - any corrupt record is skipped.
       shard = self.shard_of(index)
       if shard not in self._bad_shards:
@@ -166,6 +171,15 @@ class PositionedSource:
       record = {}
     record["position"] = index
     return record
+
+  def _read(self, index: int) -> dict:
+    """A fresh dict of record ``index``'s features (from the cache when it holds it)."""
+    if self._cache is None:
+      return dict(self._source[index])
+    cached = self._cache.get(index)
+    if cached is None:
+      cached = self._cache[index] = dict(self._source[index])
+    return dict(cached)
 
 
 # Not grain.experimental.RebatchIterDataset (0.2.18): it rejects 0-row elements (all-bad chunks),

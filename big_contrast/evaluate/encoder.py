@@ -42,18 +42,13 @@ class Encoder:
   def fn(self, method: str) -> Callable[[jax.Array], jax.Array]:
     """`model.<method>(x)` jitted and closed over the parameters: global [B, ...] → [B, d]."""
     if method not in self._fns:
-
-      @jax.jit
-      def apply(params, rest, x):
-        return getattr(self.trainee.model(params, rest), method)(x)
-
       params, rest = self.state["params"], self.state["rest"]
-      self._fns[method] = functools.partial(apply, params, rest)
+      self._fns[method] = functools.partial(self.trainee.apply_fn(method), params, rest)
     return self._fns[method]
 
   def random_init(self, seed: int) -> Encoder:
     """The same model at a fresh random initialisation (the random-init baseline)."""
-    return Encoder(self.trainee, self.trainee.init(seed), self.tokenizer, step=0)
+    return Encoder(self.trainee, self.trainee.init_model(seed), self.tokenizer, step=0)
 
   def tokenize(self, texts: Sequence[str]) -> np.ndarray:
     """Texts → int32 [N, L] token ids, as the text tower reads them."""
