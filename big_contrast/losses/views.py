@@ -10,6 +10,8 @@ columns) and are shared by the objectives in `multiview.py` and `polyview.py`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -69,8 +71,33 @@ def row_lse(
 def sibling_logits(z: jax.Array, temperature) -> jax.Array:
   """[b, V, V] logits between the views of each sample (local: a sample's views share a device)."""
   dtype = _common.compute_dtype(z)
-  s = jnp.einsum("bvd,bwd->bvw", z, z, preferred_element_type=dtype).astype(dtype)
-  return s / jnp.asarray(temperature, dtype)
+  return _pair_dots(z, dtype) / jnp.asarray(temperature, dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pair_dots(z: jax.Array, dtype) -> jax.Array:
+  """[b, V, V] dot products of each sample's views, in `dtype`.
+
+  Its gradient is written as V broadcast multiply-adds rather than the matrix
+  product autodiff would emit, so XLA fuses it into the sum with the engine's
+  gradient of z instead of holding a second [b, V, d] array beside the ring's
+  buffers (1 GiB less per device for DCLW at B = 2^20 on 8 devices).
+  """
+  return jnp.einsum("bvd,bwd->bvw", z, z, preferred_element_type=dtype).astype(dtype)
+
+
+def _pair_dots_fwd(z, dtype):
+  return _pair_dots(z, dtype), z
+
+
+def _pair_dots_bwd(dtype, z, g):
+  g = g + jnp.swapaxes(g, 1, 2)  # d(z_v · z_w) reaches both views
+  zc = z.astype(dtype)
+  dz = sum(g[:, :, w, None] * zc[:, None, w, :] for w in range(z.shape[1]))
+  return (dz.astype(z.dtype),)
+
+
+_pair_dots.defvjp(_pair_dots_fwd, _pair_dots_bwd)
 
 
 def off_diagonal(v: int) -> jax.Array:
