@@ -53,6 +53,7 @@ def test_microbatched_grads_equal_full_batch_on_one_device(k):
 
 def test_microbatched_model_grads_equal_full_batch_on_8_devices():
   config = clip_config.get_config("digits")
+  config.text.update(tokenizer="bytes", max_len=32)
   config.model.image.update(width=32, depth=1, heads=2, mlp_dim=64)
   config.model.text.update(width=32, depth=1, heads=2, mlp_dim=64)
   mesh = sharding.make_mesh(config.mesh)

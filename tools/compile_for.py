@@ -66,7 +66,7 @@ MiB, GiB = 2**20, 2**30
 
 
 def vocab_size(config, default: int) -> int | None:
-  """The tokenizer's vocabulary: 259 for 'bytes', `default` for a SentencePiece model."""
+  """The tokenizer's vocabulary: 259 for 'bytes', V for a bundled 'NAME:V', else `default`."""
   from big_contrast import tasks  # noqa: PLC0415 — after absl parsed the flags
 
   if not tasks.get(config.task).needs_tokenizer:
@@ -75,6 +75,11 @@ def vocab_size(config, default: int) -> int | None:
     from big_contrast.data import tokenizer  # noqa: PLC0415
 
     return tokenizer.ByteTokenizer().vocab_size
+  from big_contrast.data import bundled  # noqa: PLC0415
+
+  name, _, size = str(config.text.tokenizer).partition(":")
+  if name in bundled.VOCABULARIES and size.isdigit():
+    return int(size)
   return default
 
 
