@@ -24,6 +24,7 @@ class Trainee:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, vocab_size: int | None):
     self.config, self.mesh = config, mesh
+    self._apply_fns: dict = {}  # method -> jitted apply (`apply_fn`)
     self.task = tasks.get(config.task)
     text_max_len = config.text.max_len if self.task.needs_tokenizer else None
     self._build = lambda rngs: self.task.build_model(
@@ -46,9 +47,13 @@ class Trainee:
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
     )
 
-  def _init(self, rng):
+  def _init_model(self, rng) -> dict:
     _, params, rest = nnx.split(self._build(nnx.Rngs(rng)), nnx.Param, ...)
-    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    return dict(params=nnx.to_pure_dict(params), rest=nnx.to_pure_dict(rest))
+
+  def _init(self, rng):
+    model = self._init_model(rng)
+    params, rest = model["params"], model["rest"]
     state = dict(
       step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=self.tx.init(params)
     )
@@ -67,13 +72,8 @@ class Trainee:
     What a frozen encoder needs (the random-init baseline): the same values as
     `init(seed)`'s, in a program without the optimizer's initialisation.
     """
-
-    def model_only(rng):
-      _, params, rest = nnx.split(self._build(nnx.Rngs(rng)), nnx.Param, ...)
-      return dict(params=nnx.to_pure_dict(params), rest=nnx.to_pure_dict(rest))
-
     out = {k: self.shardings[k] for k in ("params", "rest")}
-    return jax.jit(model_only, out_shardings=out)(jax.random.key(seed))
+    return jax.jit(self._init_model, out_shardings=out)(jax.random.key(seed))
 
   def apply_fn(self, method: str):
     """`(params, rest, x) -> model.<method>(x)`, jitted once per trainee and method.
@@ -81,14 +81,13 @@ class Trainee:
     Shared by every encoder of this trainee (the trained one, its random-init
     baseline), so a second set of parameters of the same shapes compiles nothing.
     """
-    fns = self.__dict__.setdefault("_apply_fns", {})
-    if method not in fns:
+    if method not in self._apply_fns:
 
       def apply(params, rest, x):
         return getattr(self.model(params, rest), method)(x)
 
-      fns[method] = jax.jit(apply)
-    return fns[method]
+      self._apply_fns[method] = jax.jit(apply)
+    return self._apply_fns[method]
 
   def model(self, params, rest) -> nnx.Module:
     return nnx.merge(self.graphdef, params, rest)

@@ -77,10 +77,8 @@ def vocab_size(config, default: int) -> int | None:
     return tokenizer.ByteTokenizer().vocab_size
   from big_contrast.data import bundled  # noqa: PLC0415
 
-  name, _, size = str(config.text.tokenizer).partition(":")
-  if name in bundled.VOCABULARIES and size.isdigit():
-    return int(size)
-  return default
+  spec = bundled.vocabulary_spec(str(config.text.tokenizer))
+  return spec[1] if spec else default
 
 
 def abstract_batch(config, mesh, *, num_labels: int = 10) -> dict:

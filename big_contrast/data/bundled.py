@@ -66,6 +66,12 @@ def ensure_built(name: str = "bc_digits", data_dir: str | None = None) -> tfds.c
   return build_once(DATASETS[name], data_dir)
 
 
+def vocabulary_spec(spec: str) -> tuple[str, int] | None:
+  """``"NAME:V"`` naming a bundled vocabulary -> (NAME, V); any other spec -> None."""
+  name, _, size = spec.partition(":")
+  return (name, int(size)) if name in VOCABULARIES and size.isdigit() else None
+
+
 def make_tokenizer(spec: str, data_dir: str | None = None) -> tokenizer_lib.Tokenizer:
   """A tokenizer from its spec: ``"bytes"``, ``"bc_lee:V"``, a SentencePiece ``.model`` path,
   or one of a pretrained source's files: ``"clip_bpe:/path/bpe_simple_vocab_16e6.txt.gz"``,
@@ -75,9 +81,10 @@ def make_tokenizer(spec: str, data_dir: str | None = None) -> tokenizer_lib.Toke
   model trained on that dataset's train split, built on first use into
   ``data_dir`` (``None``: ``default_data_dir()``) and cached there.
   """
+  if known := vocabulary_spec(spec):
+    name, size = known
+    return tokenizer_lib.SentencePieceTokenizer(VOCABULARIES[name](size, data_dir))
   name, _, size = spec.partition(":")
-  if name in VOCABULARIES and size.isdigit():
-    return tokenizer_lib.SentencePieceTokenizer(VOCABULARIES[name](int(size), data_dir))
   if name in SOURCE_TOKENIZERS:
     if not os.path.isfile(size):
       raise FileNotFoundError(f"tokenizer {spec!r}: no file {size!r}")
