@@ -43,6 +43,9 @@ import time
 # libtpu there is no pod to look for (it would print errors, not fail).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+# No chip is opened, so the lock libtpu takes against a second process on the
+# same TPU would only stop two compiles from running side by side.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -1,12 +1,13 @@
 r"""The fit table of docs/scaling.md: every recipe compiled for TPU slices by tools/compile_for.py.
 
-  nice -n 10 python tools/scaling_table.py [--out_dir=/tmp/scaling_table] [--rows=REGEX]
+  nice -n 10 python tools/scaling_table.py [--out_dir=/tmp/scaling_table] [--rows=REGEX] [--jobs=N]
   python tools/scaling_table.py --render_only   # the table from the JSON already there
 
 Runs `python tools/compile_for.py --topology=SLICE --config=CONFIG ... --fit --noeval`
-for every row of `TABLE`, each in its own process, one after another (a compile
-takes minutes and gigabytes), writing each row's JSON to `--out_dir` as it
-finishes, and prints the Markdown table with each row's command beside its
+for every row of `TABLE`, each in its own process, `--jobs` of them at a time
+(a compile keeps about one core busy for minutes and takes a few GiB: one job
+per core, memory allowing), writing each row's JSON to `--out_dir` and its
+console to a `.log` beside it as it finishes, and prints the Markdown table with each row's command beside its
 figures; a row with no JSON is printed as not computed. A row whose JSON is
 already in `--out_dir` is reused: delete the directory to recompute everything
 (e.g. after the losses change), or pass `--rows` to (re)run some.
@@ -15,6 +16,7 @@ already in `--out_dir` is reused: delete the directory to recompute everything
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -62,22 +64,44 @@ def _row_file(out_dir: str, cmd: list[str]) -> str:
   return os.path.join(out_dir, key + ".json")
 
 
-def run_table(out_dir: str, only: str, render_only: bool) -> list[tuple[list[str], dict | None]]:
+def run_table(
+  out_dir: str, only: str, render_only: bool, jobs: int = 1
+) -> list[tuple[list[str], dict | None]]:
   """Each row in its own process (the compiler's memory is returned between rows).
 
   A row that is not computed (render_only, or its compile failed) is (cmd, None).
   """
   os.makedirs(out_dir, exist_ok=True)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  rows = []
-  for cmd in table_commands():
-    selected = not only or re.search(only, " ".join(cmd))
+  commands = table_commands()
+  todo = [
+    cmd
+    for cmd in commands
+    if not render_only
+    and (re.search(only, " ".join(cmd)) if only else not os.path.exists(_row_file(out_dir, cmd)))
+  ]
+
+  def run(cmd):
     path = _row_file(out_dir, cmd)
-    if selected and not render_only and (only or not os.path.exists(path)):
-      print("$ " + shlex.join(cmd), flush=True)
-      run = subprocess.run([sys.executable, *cmd[1:], f"--json_out={path}"], cwd=root)
-      if run.returncode:
-        print(f"  failed (exit {run.returncode}); the row is not computed", flush=True)
+    with open(path.removesuffix(".json") + ".log", "w") as log:
+      rc = subprocess.run(
+        [sys.executable, *cmd[1:], f"--json_out={path}"],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      ).returncode
+    print(
+      f"{'done' if not rc else f'failed (exit {rc}; the row is not computed)'}: {shlex.join(cmd)}",
+      flush=True,
+    )
+
+  for cmd in todo:
+    print("queued: " + shlex.join(cmd), flush=True)
+  with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+    list(pool.map(run, todo))
+  rows = []
+  for cmd in commands:
+    path = _row_file(out_dir, cmd)
     if os.path.exists(path):
       with open(path) as f:
         rows.append((cmd, json.load(f)))
@@ -110,10 +134,14 @@ def markdown_table(rows) -> str:
       else f"refused: {r.get('refused_gib', '?')} GiB {r.get('refused_what', '')}"
     )
     compile_s = sum(t["compile_s"] for t in r.get("tried", [r]))
+    # The command that produced these figures (the JSON keeps it), less where it wrote them.
+    ran = [
+      a for a in shlex.split(r.get("command", shlex.join(cmd))) if not a.startswith("--json_out")
+    ]
     lines.append(
       f"| {config} | {r['topology']} | {r['batch_size']:,} | {r['microbatches']} | "
       f"{r['block_size'] or '—'} | {mem} | {'yes' if r['fits'] else '**no**'} | "
-      f"{r['projected_examples_per_s']:,.0f} | {compile_s:.0f} | `{shlex.join(cmd)}` |"
+      f"{r['projected_examples_per_s']:,.0f} | {compile_s:.0f} | `{shlex.join(ran)}` |"
     )
   return head + "\n".join(lines) + "\n"
 
@@ -125,8 +153,9 @@ def main(argv=None):
   p.add_argument("--out_dir", default="/tmp/scaling_table", help="one JSON per row")
   p.add_argument("--rows", default="", help="only (re)run rows whose command matches this regex")
   p.add_argument("--render_only", action="store_true", help="compile nothing; print the table")
+  p.add_argument("--jobs", type=int, default=1, help="compiles at a time (one per core)")
   args = p.parse_args(argv)
-  print(markdown_table(run_table(args.out_dir, args.rows, args.render_only)))
+  print(markdown_table(run_table(args.out_dir, args.rows, args.render_only, args.jobs)))
 
 
 if __name__ == "__main__":
