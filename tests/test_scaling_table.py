@@ -30,6 +30,8 @@ FAKE_COMPILE = textwrap.dedent(
   row = dict(topology=args["topology"], batch_size=4096, microbatches=2, block_size=None,
              per_chip=dict(total=3 * 2**30), hbm_usable_bytes=int(15.75 * 2**30), fits=True,
              projected_examples_per_s=1234.5, compile_s=7.0,
+             tried=[dict(microbatches=1, fits=False, total=None, compile_s=3.0),
+                    dict(microbatches=2, fits=True, total=3 * 2**30, compile_s=4.0)],
              command=shlex.join(["python", "tools/compile_for.py", *sys.argv[1:]]))
   with open(args["json_out"], "w") as f:
     json.dump(row, f)
@@ -67,7 +69,7 @@ def test_rows_run_side_by_side_and_a_failed_row_is_not_computed(fake_table, monk
   lines = table.strip().splitlines()
   assert len(lines) == 2 + 3
   fit = next(line for line in lines if "| v5e-8 |" in line)
-  assert "| 4,096 | 2 | — | 3.00 (15.75) | yes | 1,234 | 7 |" in fit
+  assert "| 4,096 | 1: no, refused | 2 | — | 3.00 (15.75) | yes | 1,234 | 7 |" in fit
   # The command beside the figures is the one that made them, less where it wrote them.
   assert "--topology=v5e-8 --config=configs/x.py:y --fit`" in fit and "json_out" not in fit
   assert "| broken | not computed |" in lines[-1]
