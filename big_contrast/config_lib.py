@@ -183,6 +183,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "name" not in config.loss:
     raise ValueError("config.loss.name is not set; build config.loss with config_lib.loss_config")
   writers.check_writers(config.writers)
+  if "image" in config.model and "augment" in config.data:
+    augment.check_jitter_channels(
+      int(config.model.image.get("channels", 3)), config.data.augment.jitter_prob
+    )
   objectives.check_task(config.loss, config.task)
   objectives.settings(config.loss)
   optim.settings(config.optim)

@@ -78,6 +78,9 @@ def get_config(arg: str = "tiny"):
     c.data.augment.crop_scale = (0.8, 1.0)
   else:
     c.data.image_size = 224
+    # Colour jitter's hue and saturation are RGB's; the 13 bands keep crop, flip,
+    # grayscale (the band mean) and blur (unverified against the paper's set).
+    c.data.augment.jitter_prob = 0.0
     c.model.image.update(variant="B/14", image_size=224, channels=13, posemb="learn", pool="cls")
     c.model.embed_dim = 256
     c.model.head_batch_norm = False  # unverified; not MoCo v3's BN head that vit_b16 has

@@ -159,3 +159,21 @@ def test_lars_decays_and_adapts_only_matrices():
   updates, _ = tx.update(grads, tx.init(params), params)
   new = optax.apply_updates(params, updates)
   assert np.all(np.asarray(new["w"]) < 1) and np.all(np.asarray(new["b"]) == 1)
+
+
+@pytest.mark.parametrize("name,variant", REAL, ids=[f"{n}:{v}" for n, v in REAL])
+def test_real_variant_passes_validation(name, variant):
+  """What the trainer checks before reading data: e.g. augmentations the images' channels allow."""
+  config = MODULES[name].get_config(variant)
+  config.data.name = config.data.name or "/data/converted/1.0.0"
+  if "text" in config and config.text.tokenizer is None:
+    config.text.tokenizer = "/data/spm.model"
+  config_lib.validate(config)
+
+
+def test_colour_jitter_on_13_band_images_fails_validation_naming_the_key():
+  config = softcon.get_config("s2_vitb14")
+  config.data.name = "/data/s2/1.0.0"
+  config.data.augment.jitter_prob = 0.8
+  with pytest.raises(ValueError, match=r"data.augment.jitter_prob=0.8.*13 channels"):
+    config_lib.validate(config)

@@ -52,6 +52,38 @@ def test_per_view_probabilities_and_forced_ops():
   assert np.abs(out[:, 0, ..., 0] - out[:, 0, ..., 2]).max() > 0.1
 
 
+def test_multispectral_views_are_grey_blurred_and_solarized_as_on_the_host():
+  """13 bands: grayscale is the band mean on every band, blur and solarize per band."""
+  views = np.random.default_rng(3).integers(0, 256, (4, 2, 16, 16, 13), dtype=np.uint8)
+  cfg = dict(jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0, solarize_prob=0.0)
+  out = np.asarray(
+    device_augment.photometric(jnp.asarray(views), jnp.arange(4, dtype=jnp.uint32), cfg)
+  )
+  assert out.shape == views.shape
+  host = augment.Augment(cfg).photometric(views[0, 0], np.random.default_rng(0))
+  np.testing.assert_allclose((out[0, 0] + 1) / 2, host / 255.0, atol=1 / 255 + 1e-6)
+  mean = views.astype(np.float32).mean(-1) / 255.0
+  np.testing.assert_allclose((out[..., 7] + 1) / 2, mean, atol=1e-5)
+  blurred = np.asarray(
+    device_augment.photometric(
+      jnp.asarray(views),
+      jnp.arange(4, dtype=jnp.uint32),
+      dict(cfg, grayscale_prob=0.0, blur_prob=1.0),
+    )
+  )
+  assert np.abs(blurred[..., 12] - blurred[..., 0]).max() > 0.1  # bands stay apart
+
+
+def test_colour_jitter_on_other_than_three_channels_is_refused_naming_the_key():
+  views = np.zeros((2, 2, 8, 8, 13), np.uint8)
+  with pytest.raises(ValueError, match=r"data.augment.jitter_prob=0.8.*13 channels"):
+    device_augment.photometric(
+      jnp.asarray(views), jnp.arange(2, dtype=jnp.uint32), {"jitter_prob": 0.8}
+    )
+  with pytest.raises(ValueError, match=r"data.augment.jitter_prob.*13 channels"):
+    augment.Augment({"jitter_prob": 1.0}).photometric(views[0, 0], np.random.default_rng(0))
+
+
 def test_draws_depend_only_on_each_examples_seed():
   views = _views()
   seeds = np.arange(100, 108, dtype=np.uint32)

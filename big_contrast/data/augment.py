@@ -42,7 +42,7 @@ flip_prob              0.5               horizontal flip (digits: set 0)
 jitter_strength        0.5               s: brightness/contrast/saturation
                                          0.8*s, hue 0.2*s (SimCLR's recipe)
 jitter_prob            0.8               apply colour jitter
-grayscale_prob         0.2               convert to grey (3 equal channels)
+grayscale_prob         0.2               convert to grey (equal channels)
 blur_prob              0.5               Gaussian blur
 blur_sigma             (0.1, 2.0)        blur sigma range, in output pixels
 solarize_prob          0.0               invert pixels above 0.5
@@ -281,7 +281,19 @@ def eval_view(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _gray(x: np.ndarray) -> np.ndarray:
-  return x @ LUMA
+  """RGB's luma; the mean of the bands for images with other channel counts (e.g. 13 bands)."""
+  return x @ LUMA if x.shape[-1] == 3 else x.mean(axis=-1)
+
+
+def check_jitter_channels(channels: int, jitter_prob) -> None:
+  """Colour jitter's hue and saturation are RGB's: refuse them on other channel counts."""
+  probs = jitter_prob if isinstance(jitter_prob, (list, tuple)) else (jitter_prob,)
+  if channels != 3 and any(float(p) > 0 for p in probs):
+    raise ValueError(
+      f"data.augment.jitter_prob={jitter_prob}: colour jitter (hue, saturation) is defined on "
+      f"RGB, and these images have {channels} channels; set data.augment.jitter_prob=0 "
+      "(crop, flip, grayscale as the band mean, blur and solarize work on any channels)"
+    )
 
 
 # The photometric ops, in the order they run, by their probability keys (the
@@ -392,9 +404,10 @@ class Augment:
       return x
     y = x.astype(np.float32) * np.float32(1.0 / 255.0)
     if ops[0]:
+      check_jitter_channels(y.shape[-1], c["jitter_prob"])
       y = color_jitter(y, rng, float(c["jitter_strength"]))
     if ops[1]:
-      y = np.repeat(_gray(y)[..., None], 3, axis=-1)
+      y = np.repeat(_gray(y)[..., None], y.shape[-1], axis=-1)
     if ops[2]:
       y = gaussian_blur(y, rng.uniform(*c["blur_sigma"]))
     if ops[3]:

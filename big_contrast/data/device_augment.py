@@ -33,7 +33,8 @@ from big_contrast.data import augment as augment_lib
 
 
 def _gray(x: jax.Array) -> jax.Array:
-  return x @ jnp.asarray(augment_lib.LUMA)
+  """As the host's: RGB's luma, or the mean of the bands."""
+  return x @ jnp.asarray(augment_lib.LUMA) if x.shape[-1] == 3 else x.mean(axis=-1)
 
 
 def hue_matrix(turns: jax.Array) -> jax.Array:
@@ -91,7 +92,11 @@ def gaussian_blur(x: jax.Array, sigma: jax.Array, max_radius: int) -> jax.Array:
 def _view(
   x: jax.Array, key: jax.Array, probs: tuple[float, ...], cfg: Mapping[str, Any]
 ) -> jax.Array:
-  """One uint8 view [S, S, 3] → float32 [0, 1], photometric ops applied."""
+  """One uint8 view [S, S, C] → float32 [0, 1], photometric ops applied.
+
+  The draws are the same whichever ops are on; an op of probability 0 is left
+  out of the program.
+  """
   k_apply, k_order, k_factors, k_hue, k_sigma = jax.random.split(key, 5)
   do = jax.random.uniform(k_apply, (4,)) < jnp.asarray(probs)
   x = x.astype(jnp.float32) * (1.0 / 255.0)
@@ -100,22 +105,26 @@ def _view(
   factors = jax.random.uniform(k_factors, (3,), minval=1 - spread, maxval=1 + spread)
   turns = jax.random.uniform(k_hue, (), minval=-hue, maxval=hue)
   order = jax.random.permutation(k_order, 4)
-  x = jnp.where(do[0], apply_jitter(x, order, factors, turns), x)
+  if probs[0] > 0:
+    augment_lib.check_jitter_channels(x.shape[-1], cfg["jitter_prob"])
+    x = jnp.where(do[0], apply_jitter(x, order, factors, turns), x)
 
-  x = jnp.where(do[1], jnp.repeat(_gray(x)[..., None], 3, axis=-1), x)
+  if probs[1] > 0:
+    x = jnp.where(do[1], jnp.repeat(_gray(x)[..., None], x.shape[-1], axis=-1), x)
 
   lo, hi = (float(v) for v in cfg["blur_sigma"])
   sigma = jax.random.uniform(k_sigma, (), minval=lo, maxval=hi)
-  max_radius = augment_lib.blur_radius(hi, min(x.shape[0], x.shape[1]))
-  x = jnp.where(do[2], gaussian_blur(x, sigma, max_radius), x)
+  if probs[2] > 0:
+    max_radius = augment_lib.blur_radius(hi, min(x.shape[0], x.shape[1]))
+    x = jnp.where(do[2], gaussian_blur(x, sigma, max_radius), x)
 
-  return jnp.where(do[3] & (x >= 0.5), 1.0 - x, x)
+  return jnp.where(do[3] & (x >= 0.5), 1.0 - x, x) if probs[3] > 0 else x
 
 
 def photometric(
   views: jax.Array, seeds: jax.Array, augment_cfg: Mapping[str, Any] | None
 ) -> jax.Array:
-  """uint8 views [B, V, S, S, 3] + per-example seeds [B] → float32 [-1, 1], augmented.
+  """uint8 views [B, V, S, S, C] + per-example seeds [B] → float32 [-1, 1], augmented.
 
   `augment_cfg` is ``data.augment`` (the same keys as the host's; per-view
   probabilities included).
@@ -123,7 +132,7 @@ def photometric(
   aug = augment_lib.Augment(augment_cfg)
   cfg = aug.cfg
   if views.ndim != 5:
-    raise ValueError(f"device augmentation expects views [B, V, H, W, 3], got {views.shape}")
+    raise ValueError(f"device augmentation expects views [B, V, H, W, C], got {views.shape}")
   base = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(seeds.astype(jnp.uint32))
   out = []
   for v in range(views.shape[1]):
