@@ -24,7 +24,7 @@ FAKE_COMPILE = textwrap.dedent(
   if args["topology"] == "broken":
     sys.exit(3)
   print("compiling", args["topology"], flush=True)
-  with open(args["json_out"] + ".pid", "w") as f:
+  with open(args["json_out"] + ".started", "w") as f:
     f.write(str(time.time()))
   time.sleep(float(os.environ.get("FAKE_COMPILE_SLEEP", "0")))
   row = dict(topology=args["topology"], batch_size=4096, microbatches=2, block_size=None,
@@ -59,7 +59,7 @@ def test_rows_run_side_by_side_and_a_failed_row_is_not_computed(fake_table, monk
   rows = scaling_table.run_table(str(fake_table), only="", render_only=False, jobs=2)
   assert [r and r["topology"] for _, r in rows] == ["v5e-8", "v4-8", None]
   # Both compiles had started before either finished.
-  starts = sorted(float(p.read_text()) for p in fake_table.glob("*.pid"))
+  starts = sorted(float(p.read_text()) for p in fake_table.glob("*.started"))
   assert len(starts) == 2 and starts[1] - starts[0] < 1.5
   # Each row's console is kept beside its JSON.
   logs = sorted(p.read_text() for p in fake_table.glob("*.log"))

@@ -7,8 +7,9 @@ Runs `python tools/compile_for.py --topology=SLICE --config=CONFIG ... --fit --n
 for every row of `TABLE`, each in its own process, `--jobs` of them at a time
 (a compile keeps about one core busy for minutes and takes a few GiB: one job
 per core, memory allowing), writing each row's JSON to `--out_dir` and its
-console to a `.log` beside it as it finishes, and prints the Markdown table with each row's command beside its
-figures; a row with no JSON is printed as not computed. A row whose JSON is
+console to a `.log` beside it as it finishes, and prints the Markdown table
+with the command that made each row beside its figures; a row with no JSON is
+printed as not computed. A row whose JSON is
 already in `--out_dir` is reused: delete the directory to recompute everything
 (e.g. after the losses change), or pass `--rows` to (re)run some.
 """
