@@ -183,6 +183,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "name" not in config.loss:
     raise ValueError("config.loss.name is not set; build config.loss with config_lib.loss_config")
   writers.check_writers(config.writers)
+  evaluators.probe_blocks(config, warn=False)
   if "image" in config.model and "augment" in config.data:
     augment.check_jitter_channels(
       int(config.model.image.get("channels", 3)), config.data.augment.jitter_prob

@@ -25,6 +25,7 @@ class Trainee:
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, vocab_size: int | None):
     self.config, self.mesh = config, mesh
     self._apply_fns: dict = {}  # method -> jitted apply (`apply_fn`)
+    self._init_jit = self._init_model_jit = None  # jitted once, on first use
     self.task = tasks.get(config.task)
     text_max_len = config.text.max_len if self.task.needs_tokenizer else None
     self._build = lambda rngs: self.task.build_model(
@@ -64,30 +65,43 @@ class Trainee:
 
   def init(self, seed: int) -> dict:
     """The initial state, born sharded (never materialised on one device)."""
-    return jax.jit(self._init, out_shardings=self.shardings)(jax.random.key(seed))
+    if self._init_jit is None:
+      self._init_jit = jax.jit(self._init, out_shardings=self.shardings)
+    return self._init_jit(jax.random.key(seed))
 
   def init_model(self, seed: int) -> dict:
     """dict(params, rest) as `init(seed)` gives them, without the optimizer state.
 
     What a frozen encoder needs (the random-init baseline): the same values as
-    `init(seed)`'s, in a program without the optimizer's initialisation.
+    `init(seed)`'s. When this trainee has run `init` (a run that started here), its
+    compiled program is reused and the optimizer state dropped: on CPU the random
+    initialisation takes seconds to compile (7.5 s for configs/clip.py:digits) and a
+    moment to run. Otherwise a program without the optimizer's initialisation is
+    compiled, once.
     """
-    out = {k: self.shardings[k] for k in ("params", "rest")}
-    return jax.jit(self._init_model, out_shardings=out)(jax.random.key(seed))
+    if self._init_jit is not None:
+      state = self.init(seed)
+      return {k: state[k] for k in ("params", "rest")}
+    if self._init_model_jit is None:
+      out = {k: self.shardings[k] for k in ("params", "rest")}
+      self._init_model_jit = jax.jit(self._init_model, out_shardings=out)
+    return self._init_model_jit(jax.random.key(seed))
 
-  def apply_fn(self, method: str):
-    """`(params, rest, x) -> model.<method>(x)`, jitted once per trainee and method.
+  def apply_fn(self, method: str, **static):
+    """`(params, rest, x) -> model.<method>(x, **static)`, jitted once per trainee, method
+    and static arguments (hashable, e.g. `last_blocks=2`).
 
     Shared by every encoder of this trainee (the trained one, its random-init
     baseline), so a second set of parameters of the same shapes compiles nothing.
     """
-    if method not in self._apply_fns:
+    key = (method, tuple(sorted(static.items())))
+    if key not in self._apply_fns:
 
       def apply(params, rest, x):
-        return getattr(self.model(params, rest), method)(x)
+        return getattr(self.model(params, rest), method)(x, **static)
 
-      self._apply_fns[method] = jax.jit(apply)
-    return self._apply_fns[method]
+      self._apply_fns[key] = jax.jit(apply)
+    return self._apply_fns[key]
 
   def model(self, params, rest) -> nnx.Module:
     return nnx.merge(self.graphdef, params, rest)

@@ -12,6 +12,7 @@ from jax.sharding import AbstractMesh, AxisType
 from big_contrast import config_lib, optim, sharding, train
 from big_contrast.data import augment, pipeline
 from big_contrast.data import tokenizer as tokenizer_lib
+from big_contrast.evaluate import evaluators
 from big_contrast.state import Trainee
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -177,3 +178,24 @@ def test_colour_jitter_on_13_band_images_fails_validation_naming_the_key():
   config.data.augment.jitter_prob = 0.8
   with pytest.raises(ValueError, match=r"data.augment.jitter_prob=0.8.*13 channels"):
     config_lib.validate(config)
+
+
+def test_probe_last_blocks_are_checked_against_the_image_tower(capsys):
+  config = clip.get_config("tiny")  # a 2-block ViT
+  config.eval.probe_last_blocks = (1, 2)
+  config_lib.validate(config)
+  assert evaluators.probe_blocks(config) == (1, 2)
+  config.eval.probe_last_blocks = (1, 4)  # 4 is dropped, with a warning
+  config_lib.validate(config)
+  assert evaluators.probe_blocks(config) == (1,)
+  assert "offers 2 block(s); probing (1,)" in capsys.readouterr().out
+  config.eval.probe_last_blocks = (4,)
+  with pytest.raises(ValueError, match=r"probe_last_blocks=\(4,\).*last 2 block"):
+    config_lib.validate(config)
+  config.eval.probe_last_blocks = (0,)
+  with pytest.raises(ValueError, match="distinct block counts >= 1"):
+    config_lib.validate(config)
+  resnet_config = simclr.get_config("tiny_resnet")
+  resnet_config.eval.probe_last_blocks = (2,)
+  with pytest.raises(ValueError, match="resnet image tower .* offers the last 1"):
+    config_lib.validate(resnet_config)

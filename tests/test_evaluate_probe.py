@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
 
 from big_contrast import evaluate  # noqa: E402
+from big_contrast.evaluate import evaluators  # noqa: E402
 from big_contrast.evaluate.linear_probe import fit_standardizer, stratified_split  # noqa: E402
 
 
@@ -44,6 +45,24 @@ def test_probe_reaches_100_percent_on_linearly_separable_features():
   assert "top5" not in result  # fewer than 10 classes
   assert result["l2"] in result["sweep"]["l2"]
   assert len(result["sweep"]["val_top1"]) == len(evaluate.DEFAULT_L2_GRID)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "ridge"])
+def test_sweep_breaks_top1_ties_by_held_out_cross_entropy(solver):
+  # Well-separated classes: every strength but the strongest scores 100% on the held-out
+  # rows, so top-1 alone cannot choose; the held-out cross-entropy can.
+  rng = np.random.default_rng(1)
+  centers = 5.0 * rng.standard_normal((4, 8))
+  y = np.repeat(np.arange(4), 50)
+  x = centers[y] + 0.5 * rng.standard_normal((200, 8))
+  result = evaluate.linear_probe(x, y, x[:20], y[:20], solver=solver)
+  sweep = result["sweep"]
+  acc, ce = np.asarray(sweep["val_top1"]), np.asarray(sweep["val_cross_entropy"])
+  assert np.sum(acc == acc.max()) > 1  # the premise: a tie on top-1
+  tied = np.flatnonzero(acc == acc.max())
+  assert result["l2"] == sweep["l2"][tied[np.argmin(ce[tied])]]
+  assert result["l2"] != max(np.asarray(sweep["l2"])[tied])  # not "the strongest of the tied"
+  assert np.all(np.isfinite(ce)) and np.all(ce > 0)
 
 
 @pytest.mark.parametrize("pixels, C", [("std", 0.01), ("std", 1.0), ("raw", 1e-3)])
@@ -176,3 +195,37 @@ def test_multilabel_probe_on_digit_attributes(digits):
   assert result["macro_map"] >= 0.92 and result["micro_map"] >= 0.92
   assert result["f1_macro"] >= 0.84 and result["f1_micro"] >= 0.84
   assert len(result["sweep"]["val_macro_map"]) == len(evaluate.DEFAULT_L2_GRID)
+
+
+def test_probe_keeps_the_block_features_that_score_best_on_held_out_train():
+  # Block 0 carries the class, block 1 (the last) is noise: probing the last block alone
+  # fails on held-out rows, probing both succeeds; the choice never reads the test split.
+  rng = np.random.default_rng(0)
+  centers = 3.0 * rng.standard_normal((5, 6))
+  y_train, y_test = np.repeat(np.arange(5), 40), np.repeat(np.arange(5), 10)
+
+  def blocks(y):
+    signal = centers[y] + 0.5 * rng.standard_normal((len(y), 6))
+    return np.stack([signal, rng.standard_normal((len(y), 6))], 1).astype(np.float32)
+
+  train = {"features": blocks(y_train), "label": y_train}
+  test = {"features": blocks(y_test), "label": y_test}
+  result = evaluators._probe_best_blocks(train, test, (1, 2), seed=0)
+  assert result["last_blocks"] == 2 and result["top1"] > 0.9
+  alone = evaluators._probe_best_blocks(train, test, (1,), seed=0)
+  assert alone["last_blocks"] == 1 and alone["top1"] < 0.5
+  assert evaluate.held_out_score(result) > evaluate.held_out_score(alone)
+  # The order the candidates are listed in does not decide a clear winner.
+  assert evaluators._probe_best_blocks(train, test, (2, 1), seed=0)["last_blocks"] == 2
+
+
+def test_held_out_score_reads_the_chosen_strength_of_either_probe():
+  single = {
+    "l2": 0.1,
+    "sweep": {"l2": [0.01, 0.1], "val_top1": [0.9, 0.95], "val_cross_entropy": [0.3, 0.2]},
+  }
+  assert evaluate.held_out_score(single) == (0.95, -0.2)
+  multi = {"l2": 0.01, "sweep": {"l2": [0.01, 0.1], "val_macro_map": [0.8, 0.7]}}
+  assert evaluate.held_out_score(multi) == (0.8,)
+  with pytest.raises(ValueError, match="swept probe"):
+    evaluate.held_out_score({"l2": 1.0, "sweep": {"l2": [], "val_top1": []}})

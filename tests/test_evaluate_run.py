@@ -118,8 +118,9 @@ def test_probe_evaluator_is_multilabel_on_the_digit_grids(data_dir):
 
   config = simclr_config.get_config("digits")
   config.data.update(name="bc_digits_grid", data_dir=data_dir, image_size=64)
-  config.model.image.update(image_size=64, width=32, depth=1, heads=2, mlp_dim=64, patch=16)
+  config.model.image.update(image_size=64, width=32, depth=2, heads=2, mlp_dim=64, patch=16)
   config.eval.raw_pixels_size = 8
+  config.eval.probe_last_blocks = (1, 2)  # chosen by held-out macro mAP
   trainee = Trainee(config, sharding.make_mesh(config.mesh), vocab_size=None)
   results = evaluators.linear_probe(config, evaluate.Encoder(trainee, trainee.init(0)))
   for key in (
@@ -130,6 +131,7 @@ def test_probe_evaluator_is_multilabel_on_the_digit_grids(data_dir):
     "probe_random_init/macro_map",
   ):
     assert 0.0 <= results[key] <= 1.0, key
+  assert results["probe/last_blocks"] in (1, 2)
   # Each grid cell holds a digit with prior ≈ 0.35 per class; raw pixels do far better.
   assert results["probe_raw_pixels/macro_map"] > 0.6
 

@@ -86,6 +86,36 @@ def test_vit_pool_and_posemb_options(pool, posemb):
     assert models.count_params(m) > base - 16 * 32 + pos
 
 
+@pytest.mark.parametrize("pool", ["cls", "gap"])
+def test_vit_block_features_end_with_the_pooled_output(pool):
+  kw = dict(image_size=16, patch=4, width=32, depth=3, heads=2, mlp_dim=64, rngs=nnx.Rngs(0))
+  m = vit.ViT(pool=pool, **kw)
+  images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
+  out = _run(m, images)
+  blocks = _run(m, images, method="block_features", last_blocks=3)
+  assert blocks.shape == (2, 3, 32)
+  np.testing.assert_allclose(blocks[:, -1], out, rtol=1e-5, atol=1e-5)
+  # The earlier blocks are other features, each through the final LayerNorm (unit variance).
+  assert not np.allclose(blocks[:, 0], blocks[:, -1], atol=1e-2)
+  np.testing.assert_allclose(
+    _run(m, images, method="block_features", last_blocks=2), blocks[:, 1:], rtol=1e-5, atol=1e-5
+  )
+  with pytest.raises(ValueError, match=r"n=4 must be in \[1, 3\]"):
+    _run(m, images, method="block_features", last_blocks=4)
+
+
+def test_map_pool_and_resnet_offer_only_the_last_block():
+  kw = dict(image_size=16, patch=4, width=32, depth=2, heads=2, mlp_dim=64, rngs=nnx.Rngs(0))
+  images = jnp.ones((2, 16, 16, 3))
+  with pytest.raises(ValueError, match="probe_last_blocks must be"):
+    _run(vit.ViT(pool="map", **kw), images, method="block_features", last_blocks=2)
+  net = resnet.ResNet(depth=18, base_width=8, stem="cifar", rngs=nnx.Rngs(0))
+  one = _run(net, images, method="block_features", last_blocks=1)
+  assert one.shape == (2, 1, net.width)
+  with pytest.raises(ValueError, match="probe_last_blocks must be"):
+    _run(net, images, method="block_features", last_blocks=2)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_text_causal_mask_hides_the_future(causal):
   m = text.TextTransformer(

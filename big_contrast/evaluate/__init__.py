@@ -15,6 +15,7 @@ from big_contrast.evaluate.linear_probe import (
   DEFAULT_L2_GRID,
   fit_logistic,
   fit_ridge,
+  held_out_score,
   linear_probe,
 )
 from big_contrast.evaluate.metrics import accuracy_from_ranks, label_ranks
@@ -37,6 +38,7 @@ __all__ = [
   "fit_logistic",
   "fit_multilabel_logistic",
   "fit_ridge",
+  "held_out_score",
   "knn_accuracy",
   "label_ranks",
   "linear_probe",

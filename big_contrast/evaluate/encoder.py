@@ -39,12 +39,15 @@ class Encoder:
     self.step = int(jax.device_get(state["step"])) if step is None else step
     self._fns: dict[str, Callable] = {}
 
-  def fn(self, method: str) -> Callable[[jax.Array], jax.Array]:
-    """`model.<method>(x)` jitted and closed over the parameters: global [B, ...] → [B, d]."""
-    if method not in self._fns:
+  def fn(self, method: str, **static) -> Callable[[jax.Array], jax.Array]:
+    """`model.<method>(x, **static)` jitted and closed over the parameters: global
+    [B, ...] → [B, d] (`image_block_features`: [B, last_blocks, d])."""
+    key = (method, tuple(sorted(static.items())))
+    if key not in self._fns:
       params, rest = self.state["params"], self.state["rest"]
-      self._fns[method] = functools.partial(self.trainee.apply_fn(method), params, rest)
-    return self._fns[method]
+      fn = self.trainee.apply_fn(method, **static)
+      self._fns[key] = functools.partial(fn, params, rest)
+    return self._fns[key]
 
   def random_init(self, seed: int) -> Encoder:
     """The same model at a fresh random initialisation (the random-init baseline)."""

@@ -10,8 +10,10 @@ the others still run. Each function takes
 functions of `big_contrast.evaluate`:
 
   linear_probe    backbone features → multinomial logistic probe (L2 swept on a
-                  held-out part of the probe split); with `config.eval.baselines`
-                  also raw pixels and the same encoder at random initialisation
+                  held-out part of the probe split; with `config.eval.probe_last_blocks`
+                  the features too, among concatenations of the last blocks); with
+                  `config.eval.baselines` also raw pixels and the same encoder at random
+                  initialisation
   knn             weighted cosine kNN on backbone features
   zero_shot       class-name prompts through the text tower
   zero_shot_multilabel  the same prompts scored against multi-hot `labels`: each
@@ -44,10 +46,12 @@ from big_contrast.evaluate import features, text_similarity
 from big_contrast.evaluate.diagnostics import effective_rank
 from big_contrast.evaluate.encoder import Encoder
 from big_contrast.evaluate.knn import knn_accuracy
+from big_contrast.evaluate.linear_probe import held_out_score
 from big_contrast.evaluate.linear_probe import linear_probe as fit_linear_probe
 from big_contrast.evaluate.multilabel_probe import average_precision, multilabel_probe
 from big_contrast.evaluate.retrieval import retrieval_recall
 from big_contrast.evaluate.zero_shot import zero_shot_accuracy, zero_shot_classifier
+from big_contrast.models import vit
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
   # Class names of the zero-shot prompts; () takes them from the dataset's ClassLabel.
   "zero_shot_class_names": (),
   "knn_k": 20,  # neighbours of the kNN evaluator
+  # Candidate probe features: the last n blocks' pooled outputs, concatenated (DINO's
+  # linear evaluation), for each n here; the probe keeps the candidate that scores best on
+  # its held-out part of the probe split (`linear_probe.held_out_score`). (1,): the final
+  # block only, as `encode_image` reads it.
+  "probe_last_blocks": (1,),
 }
 
 
@@ -92,13 +101,81 @@ def _probe(train: dict, test: dict, seed: int) -> dict[str, float]:
   )
 
 
+def probe_blocks(config: ml_collections.ConfigDict, *, warn: bool = True) -> tuple[int, ...]:
+  """The usable candidates of `config.eval.probe_last_blocks`, or a clear error.
+
+  A ViT offers its `depth` blocks (one with pool='map', whose head pools only the
+  last), a ResNet one. Candidates beyond that are dropped, with a warning (a
+  recipe's (1, 2) on a tower shrunk to one block probes the one); none left, or a
+  malformed list, is an error naming the key.
+  """
+  raw = config.eval.probe_last_blocks
+  try:
+    blocks = tuple(int(n) for n in raw)
+  except (TypeError, ValueError):
+    blocks = ()
+  if not blocks or min(blocks) < 1 or len(set(blocks)) != len(blocks):
+    raise ValueError(
+      f"config.eval.probe_last_blocks={raw!r} must list distinct block counts >= 1, "
+      "e.g. (1,) or (1, 2)"
+    )
+  image = config.model.get("image")
+  if image is None or max(blocks) == 1:
+    return blocks
+  name = image.get("name", "vit")
+  offered = 1
+  if name == "vit" and image.get("pool", "gap") != "map":
+    offered = image.get("depth")
+    if offered is None and image.get("variant"):
+      offered = vit.parse_variant(image["variant"])["depth"]
+    if offered is None:
+      return blocks  # the tower's own constructor names what is missing
+  usable = tuple(n for n in blocks if n <= offered)
+  if not usable:
+    raise ValueError(
+      f"config.eval.probe_last_blocks={blocks}: the {name} image tower "
+      f"(config.model.image) offers the last {offered} block(s) at most"
+    )
+  if warn and usable != blocks:
+    print(
+      f"WARNING: config.eval.probe_last_blocks={blocks}: the {name} image tower offers "
+      f"{offered} block(s); probing {usable}",
+      flush=True,
+    )
+  return usable
+
+
+def _probe_best_blocks(train: dict, test: dict, blocks: tuple[int, ...], seed: int) -> dict:
+  """Probes the last n of the block features [N, blocks, w] for each n; keeps the best
+  held-out one. Ties go to the candidate listed first. The chosen n is returned as
+  `last_blocks`.
+  """
+
+  def last(d: dict, n: int) -> dict:
+    x = d["features"][:, -n:]
+    return {**d, "features": x.reshape(len(x), -1)}
+
+  results = {n: _probe(last(train, n), last(test, n), seed) for n in blocks}
+  best = max(blocks, key=lambda n: held_out_score(results[n]))  # first of equals
+  return {**results[best], "last_blocks": best}
+
+
 def linear_probe(config, encoder: Encoder) -> dict[str, float]:
   train_split, test_split = config.eval.probe_split, config.data.eval_split
+  blocks = probe_blocks(config)
 
   def probe(enc: Encoder) -> dict[str, float]:
-    return _probe(
-      features.image_features(config, enc, train_split),
-      features.image_features(config, enc, test_split),
+    if blocks == (1,):
+      return _probe(
+        features.image_features(config, enc, train_split),
+        features.image_features(config, enc, test_split),
+        config.seed,
+      )
+    deepest = max(blocks)
+    return _probe_best_blocks(
+      features.image_features(config, enc, train_split, last_blocks=deepest),
+      features.image_features(config, enc, test_split, last_blocks=deepest),
+      blocks,
       config.seed,
     )
 
@@ -110,7 +187,11 @@ def linear_probe(config, encoder: Encoder) -> dict[str, float]:
     rnd = probe(encoder.random_init(config.seed + 1))
     for prefix, d in (("probe_raw_pixels", raw), ("probe_random_init", rnd)):
       results.update(
-        {f"{prefix}/{k}": float(v) for k, v in d.items() if k in ("top1", "macro_map")}
+        {
+          f"{prefix}/{k}": float(v)
+          for k, v in d.items()
+          if k in ("top1", "macro_map", "last_blocks")
+        }
       )
   return results
 

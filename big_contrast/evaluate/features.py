@@ -82,10 +82,19 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, kind: str, token
 
 
 def image_features(
-  config: ml_collections.ConfigDict, encoder: Encoder, split: str, *, projected: bool = False
+  config: ml_collections.ConfigDict,
+  encoder: Encoder,
+  split: str,
+  *,
+  projected: bool = False,
+  last_blocks: int = 0,
 ) -> dict[str, np.ndarray]:
-  """{'features', 'label'/'labels', 'index'} over `split`: backbone (or projected) features."""
-  fn = encoder.fn("encode_image" if projected else "image_features")
+  """{'features', 'label'/'labels', 'index'} over `split`: backbone (or projected) features,
+  or with `last_blocks` > 0 the last blocks' pooled features [N, last_blocks, width]."""
+  if last_blocks:
+    fn = encoder.fn("image_block_features", last_blocks=last_blocks)
+  else:
+    fn = encoder.fn("encode_image" if projected else "image_features")
   return extract(
     lambda b: fn(b["image"]),
     eval_batches(config, split, "image"),

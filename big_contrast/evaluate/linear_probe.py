@@ -1,8 +1,8 @@
 """Linear probe: multinomial logistic regression on frozen features, L2 strength chosen by sweep.
 
 Protocol (as in the CLIP paper's linear-probe evaluation): hold out part of train, fit one probe
-per L2 strength on the rest, keep the strength with the best held-out top-1, refit on all of
-train with it, report on test. Fitting is full-batch L-BFGS in JAX (float32); a closed-form ridge
+per L2 strength on the rest, keep the strength with the best held-out top-1 (ties: the lower
+held-out cross-entropy), refit on all of train with it, report on test. Fitting is full-batch L-BFGS in JAX (float32); a closed-form ridge
 regression onto one-hot targets is the fast path for very large problems.
 
 Knows nothing about models, checkpoints or datasets: feature arrays in, python numbers out.
@@ -141,7 +141,10 @@ def linear_probe(
   1. Standardise features with train mean/std (`standardize=True`; statistics from all train).
   2. Hold out `val_fraction` of each class of train (`stratified_split`, by `seed`).
   3. For each l2 in `l2_grid`, from strongest to weakest, fit on the rest, warm-starting from
-     the previous solution, and score top-1 on the held-out rows. Ties go to the stronger l2.
+     the previous solution, and score top-1 on the held-out rows. Strengths tied on top-1 are
+     told apart by the held-out cross-entropy (lower wins; then the stronger l2): a small or
+     easy held-out set often scores 100% at many strengths, and "the strongest of the tied"
+     then picks by an accident of rounding, not by how well the probe fits unseen rows.
   4. Refit on all train with the best l2 (warm-started from its sweep solution); score test.
 
   `solver="lbfgs"` fits the logistic objective of `fit_logistic`; `solver="ridge"` the
@@ -157,7 +160,8 @@ def linear_probe(
   Returns:
     {"top1", "top5" (only when C >= 10), "mean_per_class": test metrics in [0, 1],
      "l2": chosen strength,
-     "sweep": {"l2": [...ascending], "val_top1": [...]} (empty lists when not swept)}.
+     "sweep": {"l2": [...ascending], "val_top1": [...], "val_cross_entropy": [...]}
+     (empty lists when not swept)}.
   """
   train_x, train_y, test_x, test_y, num_classes = _validate.train_test_classes(
     train_x, train_y, test_x, test_y, num_classes
@@ -172,7 +176,7 @@ def linear_probe(
     mean, scale = fit_standardizer(train_x)
     train_x, test_x = (train_x - mean) / scale, (test_x - mean) / scale
 
-  sweep_l2, sweep_acc = [], []
+  sweep_l2, sweep_acc, sweep_ce = [], [], []
   best_l2, init = float(l2_grid[0]), None
   if l2_grid.size > 1:
     if not 0.0 < val_fraction < 1.0:
@@ -181,12 +185,13 @@ def linear_probe(
     if not is_val.any():
       raise ValueError("The held-out split is empty; raise val_fraction or add train data.")
     if solver == "lbfgs":
-      sweep_acc, init = _sweep_lbfgs(train_x, train_y, is_val, l2_grid, num_classes, max_iter, tol)
+      scores, init = _sweep_lbfgs(train_x, train_y, is_val, l2_grid, num_classes, max_iter, tol)
     else:
-      sweep_acc = _sweep_ridge(train_x, train_y, is_val, l2_grid, num_classes)
-    best_l2 = float(l2_grid[int(np.argmax(sweep_acc))])
+      scores = _sweep_ridge(train_x, train_y, is_val, l2_grid, num_classes)
+    best_l2 = float(l2_grid[_best(scores)])
     sweep_l2 = [float(v) for v in l2_grid[::-1]]
-    sweep_acc = [float(v) for v in sweep_acc[::-1]]
+    sweep_acc = [top1 for top1, _ in scores[::-1]]
+    sweep_ce = [ce for _, ce in scores[::-1]]
 
   if solver == "lbfgs":
     targets = np.eye(num_classes, dtype=np.float32)[train_y]
@@ -203,35 +208,62 @@ def linear_probe(
   ranks = label_ranks(test_x @ w + b, test_y)
   result = accuracy_from_ranks(ranks, test_y, num_classes)
   result["l2"] = best_l2
-  result["sweep"] = {"l2": sweep_l2, "val_top1": sweep_acc}
+  result["sweep"] = {"l2": sweep_l2, "val_top1": sweep_acc, "val_cross_entropy": sweep_ce}
   return result
 
 
-def _val_top1(x_val: np.ndarray, y_val: np.ndarray, w: np.ndarray, b: np.ndarray) -> float:
-  return float(np.mean(label_ranks(x_val @ w + b, y_val) < 1))
+def held_out_score(result: dict) -> tuple[float, ...]:
+  """How a probe's own sweep scored on held-out train at the strength it chose; larger is
+  better: (top-1, -cross-entropy) for `linear_probe`, (macro mAP,) for `multilabel_probe`.
+
+  The score for choosing between feature sets of the same examples (e.g. one block or the
+  last two), each probed with the same `seed`, hence on the same held-out rows; it never
+  reads the test split.
+  """
+  sweep = result["sweep"]
+  if not sweep["l2"]:
+    raise ValueError("held_out_score needs a swept probe (an l2_grid of more than one value)")
+  i = sweep["l2"].index(result["l2"])
+  if "val_top1" in sweep:
+    return (sweep["val_top1"][i], -sweep["val_cross_entropy"][i])
+  return (sweep["val_macro_map"][i],)
+
+
+def _val_scores(x_val: np.ndarray, y_val: np.ndarray, w, b) -> tuple[float, float]:
+  """(top-1, mean cross-entropy in nats) of the probe (w, b) on held-out rows."""
+  logits = (x_val @ np.asarray(w) + np.asarray(b)).astype(np.float64)
+  top1 = float(np.mean(label_ranks(logits, y_val) < 1))
+  shifted = logits - logits.max(axis=1, keepdims=True)
+  log_z = np.log(np.exp(shifted).sum(axis=1))
+  return top1, float(np.mean(log_z - shifted[np.arange(len(y_val)), y_val]))
+
+
+def _best(scores: list[tuple[float, float]]) -> int:
+  """Index of the highest top-1, ties to the lowest cross-entropy, then to the first
+  (the strongest l2, as the sweep runs from strongest to weakest)."""
+  return min(range(len(scores)), key=lambda i: (-scores[i][0], scores[i][1], i))
 
 
 def _sweep_lbfgs(x, y, is_val, l2_desc, num_classes, max_iter, tol):
-  """Held-out top-1 per strength, and the solution at the best one (the refit's warm start).
-
-  The first maximum wins, i.e. the strongest of tied strengths, since `l2_desc` is descending.
-  """
+  """Held-out (top-1, cross-entropy) per strength, and the solution at the best one (`_best`),
+  the refit's warm start."""
   x_dev = jnp.asarray(x)
   targets = jnp.asarray(np.eye(num_classes, dtype=np.float32)[y])
   fit_weights = jnp.asarray(~is_val, jnp.float32)
   params = best_params = _linear_fit.initial_params(x.shape[1], targets, fit_weights, "softmax")
-  accs = []
+  scores = []
   for l2 in l2_desc:
     params, _, _ = _linear_fit.fit_linear(
       x_dev, targets, fit_weights, float(l2), params, max_iter, tol, loss="softmax"
     )
-    accs.append(_val_top1(x[is_val], y[is_val], np.asarray(params["W"]), np.asarray(params["b"])))
-    if accs[-1] > max(accs[:-1], default=-1.0):
+    scores.append(_val_scores(x[is_val], y[is_val], params["W"], params["b"]))
+    if _best(scores) == len(scores) - 1:
       best_params = params
-  return np.asarray(accs), best_params
+  return scores, best_params
 
 
 def _sweep_ridge(x, y, is_val, l2_desc, num_classes):
-  """Held-out top-1 per strength from one eigendecomposition of the fitting rows."""
+  """Held-out (top-1, cross-entropy) per strength from one eigendecomposition of the fitting
+  rows (the cross-entropy of the least-squares scores read as logits: only a tie-break)."""
   path = _RidgePath(x[~is_val], y[~is_val], num_classes)
-  return np.asarray([_val_top1(x[is_val], y[is_val], *path.solve(float(l2))) for l2 in l2_desc])
+  return [_val_scores(x[is_val], y[is_val], *path.solve(float(l2))) for l2 in l2_desc]

@@ -123,6 +123,10 @@ class TwoTower(nnx.Module):
     """Backbone features [B, width], before the projection: what probes read."""
     return self.image(images, train=False).astype(jnp.float32)
 
+  def image_block_features(self, images: jax.Array, last_blocks: int) -> jax.Array:
+    """[B, last_blocks, width]: the last blocks' pooled features ([:, -1] = image_features)."""
+    return self.image.block_features(images, last_blocks).astype(jnp.float32)
+
   def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     x = self.image(images, train=train)
     return l2_normalize(x if self.image_proj is None else self.image_proj(x))
@@ -186,6 +190,9 @@ class MultiView(nnx.Module):
 
   def image_features(self, images: jax.Array) -> jax.Array:
     return self.image(images, train=False).astype(jnp.float32)
+
+  def image_block_features(self, images: jax.Array, last_blocks: int) -> jax.Array:
+    return self.image.block_features(images, last_blocks).astype(jnp.float32)
 
   def encode_image(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     x = self.image(images, train=train)

@@ -166,6 +166,22 @@ class Encoder(nnx.Module):
         x = block(x, mask, key)
     return self.ln(x)
 
+  def last_outputs(self, x: jax.Array, n: int, mask: jax.Array | None = None) -> list[jax.Array]:
+    """The outputs of the last `n` blocks, each through the final LayerNorm, oldest first.
+
+    The last is `self(x)`; the others are what DINO's linear evaluation concatenates
+    (`get_intermediate_layers`: every one of the last n blocks, normed). For frozen
+    evaluation: no dropout, no rematerialisation.
+    """
+    if not 1 <= n <= len(self.blocks):
+      raise ValueError(f"last_outputs: n={n} must be in [1, {len(self.blocks)}], the depth")
+    outs = []
+    for i, block in enumerate(self.blocks):
+      x = block(x, mask)
+      if i >= len(self.blocks) - n:
+        outs.append(self.ln(x))
+    return outs
+
 
 def sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
   """Fixed 2-D sine-cosine position embedding, [height*width, dim]."""

@@ -205,3 +205,13 @@ class ResNet(nnx.Module):
       for block in stage:
         x = block(x, train)
     return jnp.mean(x, axis=(1, 2))
+
+  def block_features(self, images: jax.Array, last_blocks: int) -> jax.Array:
+    """[B, 1, width]: the pooled features. The stages differ in width, so only the last
+    one is offered (config.eval.probe_last_blocks=(1,))."""
+    if last_blocks != 1:
+      raise ValueError(
+        f"a ResNet's probe reads its last stage only: config.eval.probe_last_blocks must be "
+        f"(1,), got a candidate of {last_blocks} blocks"
+      )
+    return self(images, train=False)[:, None]

@@ -191,6 +191,24 @@ class ViT(nnx.Module):
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     del train  # no batch-dependent layers or dropout
+    return self._pool(self.encoder(self._tokens(images)))
+
+  def block_features(self, images: jax.Array, last_blocks: int) -> jax.Array:
+    """[B, last_blocks, width]: each of the last blocks' outputs, normed and pooled as the
+    model pools its last (oldest first; [:, -1] is `self(images)`). A MAP head pools only
+    the last block, so pool='map' offers just last_blocks=1."""
+    x = self._tokens(images)
+    if last_blocks == 1:
+      return self._pool(self.encoder(x))[:, None]
+    if self.pool == "map":
+      raise ValueError(
+        f"ViT pool='map' pools the last block only: config.eval.probe_last_blocks must be "
+        f"(1,), got a candidate of {last_blocks} blocks"
+      )
+    return jnp.stack([self._pool(o) for o in self.encoder.last_outputs(x, last_blocks)], 1)
+
+  def _tokens(self, images: jax.Array) -> jax.Array:
+    """Images → the token sequence the encoder reads (patches, prefix tokens, ln_pre)."""
     x = self.embed(layers.image_input(images, self.dtype, self.mean, self.std))
     b, h, w, c = x.shape
     x = x.reshape(b, h * w, c) + self.pos[...].astype(self.dtype)
@@ -204,7 +222,9 @@ class ViT(nnx.Module):
       x = jnp.concatenate([jnp.broadcast_to(prefix, (b, self.n_prefix, c)), x], 1)
     if self.use_ln_pre:
       x = self.ln_pre(x)
-    x = self.encoder(x)
+    return x
+
+  def _pool(self, x: jax.Array) -> jax.Array:
     if self.pool == "cls":
       return x[:, 0]
     if self.pool == "map":
