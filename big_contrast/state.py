@@ -5,8 +5,9 @@ non-trainable variables (fixed position tables, batch statistics). With a
 momentum encoder (`config.loss.momentum`, MoCo v3 style) it also holds
 `ema_params`, the exponential moving average of `params` that embeds the keys,
 sharded exactly like `params` and saved with them. Its shardings come from
-`config.sharding_rules`, so save, restore and evaluation need nothing else. Used by the trainer and by `big_contrast.evaluate.load_encoder`; knows
-nothing of the training loop.
+`config.sharding_rules`, so save, restore and evaluation need nothing else. Used
+by the trainer and by `big_contrast.evaluate.load_encoder`; knows nothing of the
+training loop.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Protocol (as in the CLIP paper's linear-probe evaluation): hold out part of train, fit one probe
 per L2 strength on the rest, keep the strength with the best held-out top-1 (ties: the lower
-held-out cross-entropy), refit on all of train with it, report on test. Fitting is full-batch L-BFGS in JAX (float32); a closed-form ridge
-regression onto one-hot targets is the fast path for very large problems.
+held-out cross-entropy), refit on all of train with it, report on test. Fitting is full-batch
+L-BFGS in JAX (float32); a closed-form ridge regression onto one-hot targets is the fast path
+for very large problems.
 
 Knows nothing about models, checkpoints or datasets: feature arrays in, python numbers out.
 

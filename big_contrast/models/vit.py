@@ -197,15 +197,15 @@ class ViT(nnx.Module):
     """[B, last_blocks, width]: each of the last blocks' outputs, normed and pooled as the
     model pools its last (oldest first; [:, -1] is `self(images)`). A MAP head pools only
     the last block, so pool='map' offers just last_blocks=1."""
-    x = self._tokens(images)
     if last_blocks == 1:
-      return self._pool(self.encoder(x))[:, None]
+      return self(images)[:, None]
     if self.pool == "map":
       raise ValueError(
         f"ViT pool='map' pools the last block only: config.eval.probe_last_blocks must be "
         f"(1,), got a candidate of {last_blocks} blocks"
       )
-    return jnp.stack([self._pool(o) for o in self.encoder.last_outputs(x, last_blocks)], 1)
+    outs = self.encoder.last_outputs(self._tokens(images), last_blocks)
+    return jnp.stack([self._pool(o) for o in outs], 1)
 
   def _tokens(self, images: jax.Array) -> jax.Array:
     """Images → the token sequence the encoder reads (patches, prefix tokens, ln_pre)."""
